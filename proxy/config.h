@@ -1,0 +1,26 @@
+/* Run-time configuration, filled from the command line by main.c. */
+#ifndef IPERF_SHIM_PROXY_CONFIG_H
+#define IPERF_SHIM_PROXY_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct shim_config {
+    struct sockaddr_storage listen_addr;    /* where clients connect (TCP and UDP) */
+    socklen_t               listen_len;
+    struct sockaddr_storage upstream_addr;  /* the legacy iperf server */
+    socklen_t               upstream_len;
+    double   connect_timeout;    /* s: upstream TCP connect must complete within this */
+    double   handshake_timeout;  /* s: a new client connection must send its cookie/header */
+    double   idle_timeout;       /* s: a relay with no traffic either way is closed (0: never) */
+    double   role_timeout;       /* s: after TEST_RUNNING, bidir roles must be learned */
+    uint32_t params_max;         /* bytes: longest iperf3 parameters JSON accepted */
+    uint32_t results_max;        /* bytes: longest iperf3 results JSON accepted */
+    int      max_conns;          /* client connections served at once; more are refused */
+    bool     use_splice;         /* move TCP data with splice() (else read/write) */
+};
+
+extern struct shim_config cfg;   /* the one configuration, set before the loop starts */
+
+#endif

@@ -1,0 +1,690 @@
+#include "proxy/iperf3.h"
+
+#include "proxy/config.h"
+#include "proxy/connect.h"
+#include "proxy/log.h"
+#include "proxy/net.h"
+#include "proxy/relay.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define I3_MAX_LEGS (2 * I3_MAX_PARALLEL)  /* data connections per side and test */
+#define HOLD_MAX    (64u * 1024u)          /* bytes held per connection while roles are learned */
+
+enum role { ROLE_UNKNOWN = 0, ROLE_SENDER, ROLE_RECEIVER };
+
+struct test;
+
+/* One data connection on one side, before it is paired and relayed. */
+struct leg {
+    struct test      *t;          /* owning test */
+    int               side;       /* SIDE_CLIENT or SIDE_SERVER */
+    int               index;      /* arrival order on its side (client) / opening order (server) */
+    int               fd;         /* socket, -1 while the upstream connect is in progress */
+    enum role         role;       /* learned from traffic in --bidir */
+    bool              ready;      /* client: accepted; server: connected and cookie sent */
+    bool              eof;        /* the peer closed while the connection was held */
+    ev_io             io;         /* reads while held */
+    struct connector  conn;       /* server legs: connect in progress */
+    uint8_t          *hold;       /* bytes read while held (HOLD_MAX), NULL if none */
+    size_t            held;       /* bytes in hold */
+    struct sockaddr_storage peer; /* client: the client's address; server: our local address */
+};
+
+/* One iperf3 test. */
+struct test {
+    struct test      *next;               /* list of live tests */
+    struct ev_loop   *loop;
+    uint8_t           cookie[I3_COOKIE_SIZE];
+    char              id[9];              /* first cookie characters, for logs */
+    struct sockaddr_storage client;       /* client address of the control connection */
+    int               cfd;                /* client control fd until its relay exists */
+    struct connector  ctrl_conn;          /* upstream control connect */
+    bool              ctrl_connecting;    /* ctrl_conn in progress */
+    struct relay     *ctrl;               /* control relay, NULL before/after */
+    bool              ctrl_done;          /* control connection finished */
+    enum relay_end    ctrl_end;           /* how it finished */
+    struct i3_ctrl    parser;             /* control channel observer */
+    struct i3_params  params;             /* from the client's parameters */
+    bool              have_params;        /* params valid */
+    int8_t            server_state;       /* last state byte from the server */
+    bool              running;            /* TEST_RUNNING seen */
+    bool              denied;             /* ACCESS_DENIED seen */
+    bool              server_error;       /* SERVER_ERROR seen */
+    int32_t           err_code, err_errno;/* its codes */
+    bool              paired;             /* --bidir: roles decided, pairs relayed */
+    bool              fallback;           /* --bidir: pairs made in arrival order */
+    int               repaired;           /* pairs whose roles had to be re-matched */
+    struct leg       *legs[2][I3_MAX_LEGS]; /* held data connections, NULL once relayed */
+    int               nlegs[2];           /* connections seen per side */
+    int               live_legs;          /* legs allocated */
+    struct relay     *relays[I3_MAX_LEGS];/* data relays, NULL once finished */
+    int               nrelays;            /* relays created */
+    int               live_relays;        /* relays still running */
+    ev_timer          role_timer;         /* --role-timeout after TEST_RUNNING */
+    int               busy;               /* > 0 while iterating: defer freeing */
+    bool              in_inspect;         /* inside the control relay's inspect hook */
+    const char       *failure;            /* why the shim closed the test, NULL if it did not */
+    uint64_t          bytes[2];           /* data bytes delivered c2s, s2c */
+    uint64_t          ctrl_bytes[2];      /* control bytes delivered c2s, s2c */
+    struct activity   act;                /* shared by all relays of the test */
+};
+
+static struct test *tests;   /* live tests */
+static int ntests;
+
+int i3_live_tests(void)
+{
+    return ntests;
+}
+
+static char *addr_s(const struct sockaddr_storage *ss, char *buf)
+{
+    return net_addr_str((const struct sockaddr *)ss, buf, ADDR_STR_MAX);
+}
+
+static bool hold_mode(const struct test *t)
+{
+    return t->have_params && t->params.bidir && t->params.proto == I3_PROTO_TCP && !t->paired;
+}
+
+/* ---------------------------------------------------------------- lifetime */
+
+static const char *roles_text(const struct test *t, char *buf, size_t n)
+{
+    if (!t->have_params || !t->params.bidir)
+        snprintf(buf, n, "n/a");
+    else if (!t->paired)
+        snprintf(buf, n, "never paired");
+    else if (t->fallback)
+        snprintf(buf, n, "paired in arrival order (roles not learned)");
+    else if (t->repaired > 0)
+        snprintf(buf, n, "re-paired %d of %d", t->repaired, 2 * t->params.parallel);
+    else
+        snprintf(buf, n, "as accepted");
+    return buf;
+}
+
+static void test_log_end(struct test *t)
+{
+    char c[ADDR_STR_MAX], s[ADDR_STR_MAX], roles[64], outcome[96];
+    if (t->denied)
+        snprintf(outcome, sizeof(outcome), "server refused the test (ACCESS_DENIED: busy)");
+    else if (t->server_error)
+        snprintf(outcome, sizeof(outcome), "server error %" PRId32 " (errno %" PRId32 ")",
+                 t->err_code, t->err_errno);
+    else if (t->failure)
+        snprintf(outcome, sizeof(outcome), "closed by the shim: %s", t->failure);
+    else
+        snprintf(outcome, sizeof(outcome), "control %s", relay_end_str(t->ctrl_end));
+    log_info("test %s: client %s, server %s, mode %s, streams %d, roles %s, "
+             "bytes client->server %" PRIu64 ", server->client %" PRIu64 ", %s",
+             t->id, addr_s(&t->client, c), addr_s(&cfg.upstream_addr, s),
+             t->have_params ? i3_params_mode(&t->params) : "unknown",
+             t->have_params ? i3_params_stream_count(&t->params) : t->nlegs[SIDE_CLIENT],
+             roles_text(t, roles, sizeof(roles)), t->bytes[0], t->bytes[1], outcome);
+}
+
+/* Frees the test once nothing of it is alive. */
+static void test_maybe_free(struct test *t)
+{
+    if (t->busy > 0 || !t->ctrl_done || t->ctrl_connecting || t->live_legs > 0 ||
+        t->live_relays > 0)
+        return;
+    test_log_end(t);
+    for (struct test **pp = &tests; *pp; pp = &(*pp)->next) {
+        if (*pp == t) {
+            *pp = t->next;
+            break;
+        }
+    }
+    ev_timer_stop(t->loop, &t->role_timer);
+    i3_ctrl_free(&t->parser);
+    ntests--;
+    free(t);
+}
+
+static void leg_free(struct leg *l, bool close_fd, bool reset)
+{
+    struct test *t = l->t;
+    ev_io_stop(t->loop, &l->io);
+    connector_cancel(&l->conn);
+    if (close_fd && l->fd >= 0) {
+        if (reset)
+            net_close_reset(l->fd);
+        else
+            close(l->fd);
+    }
+    t->legs[l->side][l->index] = NULL;
+    t->live_legs--;
+    free(l->hold);
+    free(l);
+}
+
+/* Ends a test the shim cannot carry on: everything of it is reset. */
+static void test_fail(struct test *t, const char *why)
+{
+    if (t->failure == NULL) {
+        t->failure = why;
+        log_warn("test %s: %s: closing the test", t->id, why);
+    }
+    t->busy++;
+    for (int s = 0; s < 2; s++)
+        for (int i = 0; i < t->nlegs[s]; i++)
+            if (t->legs[s][i])
+                leg_free(t->legs[s][i], true, true);
+    for (int i = 0; i < t->nrelays; i++)
+        if (t->relays[i])
+            relay_abort(t->relays[i], true);
+    if (t->ctrl && !t->in_inspect)   /* from inside, ctrl_inspect ends it */
+        relay_abort(t->ctrl, true);
+    if (t->ctrl_connecting) {
+        connector_cancel(&t->ctrl_conn);
+        t->ctrl_connecting = false;
+        net_close_reset(t->cfd);
+        t->ctrl_done = true;
+    }
+    t->busy--;
+    test_maybe_free(t);
+}
+
+/* ------------------------------------------------------------ data relays */
+
+static void data_done(void *arg, struct relay *r, enum relay_end how)
+{
+    struct test *t = arg;
+    t->bytes[FLOW_C2S] += r->f[FLOW_C2S].bytes;
+    t->bytes[FLOW_S2C] += r->f[FLOW_S2C].bytes;
+    for (int i = 0; i < t->nrelays; i++)
+        if (t->relays[i] == r)
+            t->relays[i] = NULL;
+    log_debug("test %s: data stream ended (%s), %" PRIu64 " bytes client->server, %" PRIu64
+              " server->client", t->id, relay_end_str(how), r->f[FLOW_C2S].bytes,
+              r->f[FLOW_S2C].bytes);
+    relay_free(r);
+    t->live_relays--;
+    test_maybe_free(t);
+}
+
+/* Relays a client leg to a server leg, delivering held bytes first.  Both
+ * legs are consumed. */
+static void start_pair(struct test *t, struct leg *cl, struct leg *sl)
+{
+    struct relay_opts o = {
+        .splice = cfg.use_splice, .idle = cfg.idle_timeout, .activity = &t->act,
+        .done = data_done, .arg = t,
+    };
+    if (t->nrelays >= I3_MAX_LEGS) {
+        test_fail(t, "too many data connections");
+        return;
+    }
+    struct relay *r = relay_new(t->loop, cl->fd, sl->fd, &o);
+    if (r == NULL || relay_preload(r, FLOW_C2S, cl->hold, cl->held) == -1 ||
+        relay_preload(r, FLOW_S2C, sl->hold, sl->held) == -1) {
+        if (r) {
+            r->fd[0] = r->fd[1] = -1;   /* the legs still own their fds */
+            relay_free(r);
+        }
+        test_fail(t, "out of memory starting a data relay");
+        return;
+    }
+    t->relays[t->nrelays++] = r;
+    t->live_relays++;
+    leg_free(cl, false, false);
+    leg_free(sl, false, false);
+    t->busy++;
+    relay_start(r);
+    t->busy--;
+}
+
+static const char *role_name(enum role r)
+{
+    return r == ROLE_SENDER ? "sender" : r == ROLE_RECEIVER ? "receiver" : "unknown";
+}
+
+/* Pairs every remaining ready leg in arrival order (no roles needed). */
+static void pair_by_order(struct test *t)
+{
+    t->busy++;
+    for (int i = 0; i < t->nlegs[SIDE_CLIENT] && i < t->nlegs[SIDE_SERVER]; i++) {
+        struct leg *cl = t->legs[SIDE_CLIENT][i], *sl = t->legs[SIDE_SERVER][i];
+        if (cl && sl && sl->ready)
+            start_pair(t, cl, sl);
+    }
+    t->busy--;
+}
+
+/* --bidir: pairs client senders with server receivers and client receivers
+ * with server senders, each group in arrival order. */
+static void pair_by_role(struct test *t)
+{
+    struct leg *by[2][3][I3_MAX_PARALLEL];   /* [side][role][k] */
+    int n[2][3] = { { 0 } };
+    char who[ADDR_STR_MAX];
+
+    for (int s = 0; s < 2; s++)
+        for (int i = 0; i < t->nlegs[s]; i++) {
+            struct leg *l = t->legs[s][i];
+            by[s][l->role][n[s][l->role]++] = l;
+        }
+    t->paired = true;
+    t->busy++;
+    for (int k = 0; k < t->params.parallel; k++) {
+        struct leg *pairs[2][2] = {
+            { by[SIDE_CLIENT][ROLE_SENDER][k], by[SIDE_SERVER][ROLE_RECEIVER][k] },
+            { by[SIDE_CLIENT][ROLE_RECEIVER][k], by[SIDE_SERVER][ROLE_SENDER][k] },
+        };
+        for (int p = 0; p < 2; p++) {
+            struct leg *cl = pairs[p][0], *sl = pairs[p][1];
+            if (cl->index != sl->index) {
+                t->repaired++;
+                log_info("bidir roles fixed: client %s %s -> server %s (test %s; the server "
+                         "took the connection opened for client stream #%d as its %s)",
+                         role_name(cl->role), addr_s(&cl->peer, who), role_name(sl->role),
+                         t->id, cl->index + 1, cl->role == ROLE_SENDER ? "sender" : "receiver");
+            }
+            start_pair(t, cl, sl);
+        }
+    }
+    t->busy--;
+}
+
+/* Decides roles when enough is known; pairs when both sides are decided. */
+static void try_pair(struct test *t)
+{
+    if (!hold_mode(t) || !t->running)
+        return;
+    int P = t->params.parallel, want = 2 * P, senders[2] = { 0, 0 };
+    for (int s = 0; s < 2; s++) {
+        if (t->nlegs[s] < want)
+            return;
+        for (int i = 0; i < want; i++) {
+            struct leg *l = t->legs[s][i];
+            if (l == NULL || !l->ready)
+                return;
+            senders[s] += l->role == ROLE_SENDER;
+        }
+    }
+    if (senders[0] > P || senders[1] > P) {
+        log_warn("test %s: more senders than --bidir -P %d allows (client %d, server %d): "
+                 "pairing in arrival order", t->id, P, senders[0], senders[1]);
+        t->paired = t->fallback = true;
+        pair_by_order(t);
+        return;
+    }
+    if (senders[0] < P || senders[1] < P)
+        return;   /* wait for more senders to speak */
+    for (int s = 0; s < 2; s++)
+        for (int i = 0; i < want; i++)
+            if (t->legs[s][i]->role == ROLE_UNKNOWN)
+                t->legs[s][i]->role = ROLE_RECEIVER;
+    ev_timer_stop(t->loop, &t->role_timer);
+    pair_by_role(t);
+}
+
+static void role_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop; (void)revents;
+    struct test *t = w->data;
+    if (!hold_mode(t))
+        return;
+    int senders[2] = { 0, 0 };
+    for (int s = 0; s < 2; s++)
+        for (int i = 0; i < t->nlegs[s]; i++)
+            if (t->legs[s][i] && t->legs[s][i]->role == ROLE_SENDER)
+                senders[s]++;
+    log_warn("test %s: bidir roles not learned within %.1f s (senders seen: client %d, server %d "
+             "of %d): pairing in arrival order", t->id, cfg.role_timeout, senders[0], senders[1],
+             t->params.parallel);
+    t->paired = t->fallback = true;
+    t->busy++;
+    pair_by_order(t);
+    t->busy--;
+    test_maybe_free(t);
+}
+
+/* Reads a held leg: the first byte makes it a sender. */
+static void leg_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)revents;
+    struct leg *l = w->data;
+    struct test *t = l->t;
+
+    if (l->hold == NULL && (l->hold = malloc(HOLD_MAX)) == NULL) {
+        test_fail(t, "out of memory holding a data connection");
+        return;
+    }
+    ssize_t n = read(l->fd, l->hold + l->held, HOLD_MAX - l->held);
+    if (n == -1 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n == -1) {
+        char who[ADDR_STR_MAX];
+        log_warn("test %s: %s data connection %s failed while roles were learned: %s", t->id,
+                 l->side == SIDE_CLIENT ? "client" : "server", addr_s(&l->peer, who),
+                 strerror(errno));
+        test_fail(t, "a data connection failed before the test ran");
+        return;
+    }
+    if (n == 0) {
+        l->eof = true;
+        ev_io_stop(loop, w);
+    } else {
+        l->held += (size_t)n;
+        if (l->role == ROLE_UNKNOWN) {
+            l->role = ROLE_SENDER;
+            log_debug("test %s: %s stream #%d is a sender", t->id,
+                      l->side == SIDE_CLIENT ? "client" : "server", l->index + 1);
+        }
+        if (l->held == HOLD_MAX)
+            ev_io_stop(loop, w);   /* backpressure until it is relayed */
+    }
+    t->busy++;
+    try_pair(t);
+    t->busy--;
+    test_maybe_free(t);
+}
+
+static void leg_hold(struct leg *l)
+{
+    ev_io_init(&l->io, leg_read_cb, l->fd, EV_READ);
+    l->io.data = l;
+    ev_io_start(l->t->loop, &l->io);
+}
+
+static struct tcp_opts test_tcp_opts(const struct test *t)
+{
+    struct tcp_opts o = { 0, 0, 0 };
+    if (t->have_params) {
+        o.bufsize = t->params.window > 0 && t->params.window < INT32_MAX ? (int)t->params.window : 0;
+        o.mss = t->params.mss > 0 && t->params.mss < 65536 ? (int)t->params.mss : 0;
+        o.nodelay = t->params.nodelay;
+    }
+    return o;
+}
+
+static void server_leg_connected(void *arg, int fd, int err)
+{
+    struct leg *sl = arg;
+    struct test *t = sl->t;
+    struct leg *cl = t->legs[SIDE_CLIENT][sl->index];
+
+    if (fd < 0) {
+        char s[ADDR_STR_MAX];
+        log_warn("test %s: data connection #%d to server %s failed: %s", t->id, sl->index + 1,
+                 addr_s(&cfg.upstream_addr, s), strerror(err));
+        test_fail(t, "a data connection to the server failed");
+        return;
+    }
+    sl->fd = fd;
+    socklen_t len = sizeof(sl->peer);
+    getsockname(fd, (struct sockaddr *)&sl->peer, &len);
+    /* forward the cookie at once: old servers block their main loop on it */
+    ssize_t n = send(fd, t->cookie, I3_COOKIE_SIZE, MSG_NOSIGNAL);
+    if (n != I3_COOKIE_SIZE) {
+        log_warn("test %s: could not send the cookie of data connection #%d: %s", t->id,
+                 sl->index + 1, n == -1 ? strerror(errno) : "short write");
+        test_fail(t, "a data connection to the server failed");
+        return;
+    }
+    sl->ready = true;
+    t->busy++;
+    if (hold_mode(t)) {
+        leg_hold(sl);
+        try_pair(t);
+    } else if (cl != NULL) {
+        start_pair(t, cl, sl);
+    }
+    t->busy--;
+    test_maybe_free(t);
+}
+
+/* A client data connection of test t. */
+static void data_new(struct test *t, int fd, const struct sockaddr_storage *peer)
+{
+    char who[ADDR_STR_MAX];
+    if (t->nlegs[SIDE_CLIENT] >= I3_MAX_LEGS) {
+        log_warn("test %s: refusing data connection from %s: more than %d streams", t->id,
+                 addr_s(peer, who), I3_MAX_LEGS);
+        close(fd);
+        return;
+    }
+    struct leg *cl = calloc(1, sizeof(*cl)), *sl = calloc(1, sizeof(*sl));
+    if (cl == NULL || sl == NULL) {
+        free(cl);
+        free(sl);
+        close(fd);
+        test_fail(t, "out of memory accepting a data connection");
+        return;
+    }
+    int idx = t->nlegs[SIDE_CLIENT]++;
+    t->nlegs[SIDE_SERVER]++;
+    *cl = (struct leg){ .t = t, .side = SIDE_CLIENT, .index = idx, .fd = fd, .ready = true,
+                        .peer = *peer };
+    *sl = (struct leg){ .t = t, .side = SIDE_SERVER, .index = idx, .fd = -1 };
+    t->legs[SIDE_CLIENT][idx] = cl;
+    t->legs[SIDE_SERVER][idx] = sl;
+    t->live_legs += 2;
+
+    struct tcp_opts o = test_tcp_opts(t);
+    tcp_opts_apply(fd, &(struct tcp_opts){ .bufsize = o.bufsize, .nodelay = o.nodelay });
+    log_debug("test %s: data connection #%d from %s", t->id, idx + 1, addr_s(peer, who));
+    if (connector_start(&sl->conn, t->loop, &cfg.upstream_addr, cfg.upstream_len, &o,
+                        cfg.connect_timeout, server_leg_connected, sl) == -1) {
+        log_warn("test %s: cannot open a data connection to the server: %s", t->id,
+                 strerror(errno));
+        test_fail(t, "no socket for a data connection");
+        return;
+    }
+    if (hold_mode(t))
+        leg_hold(cl);
+}
+
+/* ---------------------------------------------------------------- control */
+
+static void on_server_state(struct test *t, int8_t st)
+{
+    t->server_state = st;
+    switch (st) {
+    case I3_TEST_RUNNING:
+        t->running = true;
+        if (hold_mode(t)) {
+            ev_timer_set(&t->role_timer, cfg.role_timeout, 0);
+            ev_timer_start(t->loop, &t->role_timer);
+            try_pair(t);
+        }
+        break;
+    case I3_ACCESS_DENIED:
+        t->denied = true;
+        break;
+    default:
+        break;
+    }
+}
+
+/* Observes control bytes before they are forwarded.  Returns -1 to close. */
+static int ctrl_inspect(void *arg, int from, const uint8_t *buf, size_t len)
+{
+    struct test *t = arg;
+    enum i3_dir dir = from == SIDE_CLIENT ? I3_C2S : I3_S2C;
+    size_t off = 0;
+    int rc = 0;
+
+    t->busy++;
+    t->in_inspect = true;
+    while (off < len && rc == 0 && t->failure == NULL) {
+        struct i3_event ev;
+        size_t n = i3_ctrl_feed(&t->parser, dir, buf + off, len - off, &ev);
+        off += n;
+        switch (ev.kind) {
+        case I3_EV_ERROR: {
+            char who[ADDR_STR_MAX];
+            log_warn("test %s: closing control connection of %s: %s from the %s", t->id,
+                     addr_s(&t->client, who), ev.reason, dir == I3_C2S ? "client" : "server");
+            t->failure = "control protocol violation";
+            rc = -1;
+            break;
+        }
+        case I3_EV_JSON:
+            if (ev.json_kind == I3_JSON_PARAMS) {
+                const char *why = NULL;
+                if (i3_params_parse(ev.json, ev.json_len, &t->params, &why) == 0) {
+                    char who[ADDR_STR_MAX];
+                    t->have_params = true;
+                    log_debug("test %s: client %s asks for %s, %d stream(s)", t->id,
+                              addr_s(&t->client, who), i3_params_mode(&t->params),
+                              t->params.parallel);
+                    if (t->params.proto != I3_PROTO_TCP)
+                        log_warn("test %s: %s data streams are not relayed by this version",
+                                 t->id, i3_params_mode(&t->params));
+                } else {
+                    log_warn("test %s: cannot read the test parameters (%s): relaying "
+                             "without role repair", t->id, why);
+                }
+            }
+            break;
+        case I3_EV_STATE:
+            if (dir == I3_S2C)
+                on_server_state(t, ev.state);
+            break;
+        case I3_EV_SERVER_ERROR:
+            t->server_error = true;
+            t->err_code = ev.err_code;
+            t->err_errno = ev.err_errno;
+            break;
+        default:
+            break;
+        }
+        if (n == 0)
+            break;
+    }
+    t->in_inspect = false;
+    t->busy--;
+    return t->failure != NULL ? -1 : rc;
+}
+
+static void ctrl_done(void *arg, struct relay *r, enum relay_end how)
+{
+    struct test *t = arg;
+    t->ctrl_end = how;
+    t->ctrl_bytes[0] = r->f[0].bytes;
+    t->ctrl_bytes[1] = r->f[1].bytes;
+    t->ctrl = NULL;
+    t->ctrl_done = true;
+    relay_free(r);
+    /* the test is over: whatever data connection is left goes with it */
+    t->busy++;
+    for (int s = 0; s < 2; s++)
+        for (int i = 0; i < t->nlegs[s]; i++)
+            if (t->legs[s][i])
+                leg_free(t->legs[s][i], true, false);
+    for (int i = 0; i < t->nrelays; i++)
+        if (t->relays[i])
+            relay_abort(t->relays[i], false);
+    t->busy--;
+    test_maybe_free(t);
+}
+
+static void ctrl_connected(void *arg, int ufd, int err)
+{
+    struct test *t = arg;
+    char c[ADDR_STR_MAX], s[ADDR_STR_MAX];
+
+    t->ctrl_connecting = false;
+    if (ufd < 0) {
+        log_warn("test %s: cannot reach server %s for client %s: %s", t->id,
+                 addr_s(&cfg.upstream_addr, s), addr_s(&t->client, c), strerror(err));
+        net_close_reset(t->cfd);
+        t->failure = "server unreachable";
+        t->ctrl_done = true;
+        test_maybe_free(t);
+        return;
+    }
+    struct relay_opts o = {
+        .splice = false, .idle = cfg.idle_timeout, .activity = &t->act,
+        .inspect = ctrl_inspect, .done = ctrl_done, .arg = t,
+    };
+    t->ctrl = relay_new(t->loop, t->cfd, ufd, &o);
+    if (t->ctrl == NULL || relay_preload(t->ctrl, FLOW_C2S, t->cookie, I3_COOKIE_SIZE) == -1) {
+        if (t->ctrl) {
+            t->ctrl->fd[0] = t->ctrl->fd[1] = -1;
+            relay_free(t->ctrl);
+            t->ctrl = NULL;
+        }
+        close(ufd);
+        net_close_reset(t->cfd);
+        t->failure = "out of memory";
+        t->ctrl_done = true;
+        test_maybe_free(t);
+        return;
+    }
+    t->cfd = -1;
+    relay_start(t->ctrl);   /* may end (and free t) at once */
+}
+
+static void test_new(struct ev_loop *loop, int fd, const struct sockaddr_storage *peer,
+                     const uint8_t cookie[I3_COOKIE_SIZE])
+{
+    struct test *t = calloc(1, sizeof(*t));
+    if (t == NULL) {
+        log_error("out of memory: refusing an iperf3 client");
+        close(fd);
+        return;
+    }
+    t->loop = loop;
+    memcpy(t->cookie, cookie, I3_COOKIE_SIZE);
+    for (int i = 0; i < 8; i++)
+        t->id[i] = (cookie[i] >= 0x21 && cookie[i] <= 0x7e) ? (char)cookie[i] : '?';
+    t->client = *peer;
+    t->cfd = fd;
+    ev_init(&t->role_timer, role_timeout_cb);
+    t->role_timer.data = t;
+    i3_ctrl_init(&t->parser, cfg.params_max, cfg.results_max);
+    struct i3_event ev;
+    i3_ctrl_feed(&t->parser, I3_C2S, cookie, I3_COOKIE_SIZE, &ev);   /* the cookie */
+    t->next = tests;
+    tests = t;
+    ntests++;
+
+    char who[ADDR_STR_MAX];
+    log_debug("test %s: control connection from %s", t->id, addr_s(peer, who));
+    t->ctrl_connecting = true;
+    if (connector_start(&t->ctrl_conn, loop, &cfg.upstream_addr, cfg.upstream_len, NULL,
+                        cfg.connect_timeout, ctrl_connected, t) == -1) {
+        log_warn("test %s: no socket for the server connection: %s", t->id, strerror(errno));
+        t->ctrl_connecting = false;
+        close(fd);
+        t->failure = "no socket";
+        t->ctrl_done = true;
+        test_maybe_free(t);
+    }
+}
+
+void i3_accept(struct ev_loop *loop, int fd, const struct sockaddr_storage *peer,
+               const uint8_t cookie[I3_COOKIE_SIZE])
+{
+    for (struct test *t = tests; t; t = t->next) {
+        if (!t->ctrl_done && t->failure == NULL && t->ctrl != NULL &&
+            memcmp(t->cookie, cookie, I3_COOKIE_SIZE) == 0) {
+            data_new(t, fd, peer);
+            return;
+        }
+    }
+    test_new(loop, fd, peer, cookie);
+}
+
+void i3_close_all(void)
+{
+    while (tests) {
+        struct test *t = tests;
+        test_fail(t, "the shim is shutting down");
+        if (tests == t)   /* still alive (deferred): unlink by force */
+            break;
+    }
+}

@@ -1,0 +1,49 @@
+/*
+ * iperf3 sessions: one per test, made of the control connection and its data
+ * connections.
+ *
+ * Control: relayed unchanged in copy mode; every byte is observed by the
+ * pure parser in protocol/iperf3_ctrl.c to learn the parameters (mode,
+ * stream count) and the server's state.
+ *
+ * Data: for each client data connection an upstream connection is opened at
+ * once and the cookie forwarded (the server only takes data connections
+ * while it is in CREATE_STREAMS, and servers up to 3.14 block on a stalled
+ * cookie).  Outside --bidir every stream has the same role, so each client
+ * connection is relayed to the upstream connection opened for it.
+ *
+ * --bidir: the server gives its first P accepted connections the receiver
+ * role and the next P the sender role (esnet/iperf #2029), so whenever the
+ * accept order differs from the client's connect order on either leg, a
+ * client sender would meet a server sender.  The session therefore holds
+ * every data connection on both legs (reading at most a bounded amount,
+ * losing nothing) until the test runs: then senders write and receivers
+ * never do.  Once P senders are seen on a leg, the rest are its receivers;
+ * when both legs are known, every client sender is paired with a server
+ * receiver and every client receiver with a server sender, the held bytes
+ * are delivered first and the pairs are relayed.  If the roles are not
+ * learned within --role-timeout, the pairs fall back to arrival order, with
+ * a warning.
+ */
+#ifndef IPERF_SHIM_PROXY_IPERF3_H
+#define IPERF_SHIM_PROXY_IPERF3_H
+
+#include <ev.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "protocol/iperf3_ctrl.h"
+
+/* Takes ownership of a client connection whose first bytes were a complete
+ * iperf3 cookie: a new control connection, or a data connection of a test
+ * in progress. */
+void i3_accept(struct ev_loop *loop, int fd, const struct sockaddr_storage *peer,
+               const uint8_t cookie[I3_COOKIE_SIZE]);
+
+/* Tests alive (control connection open or data still draining). */
+int  i3_live_tests(void);
+
+/* Closes every test at once (shutdown). */
+void i3_close_all(void);
+
+#endif

@@ -1,0 +1,171 @@
+/* iperf-shim: a transparent, wire-compatible proxy in front of legacy iperf
+ * servers.  main() parses the command line, sets up the listener and runs
+ * the event loop. */
+#include "proxy/config.h"
+#include "proxy/iperf3.h"
+#include "proxy/listener.h"
+#include "proxy/log.h"
+#include "proxy/net.h"
+#include "protocol/iperf3_ctrl.h"
+
+#include <errno.h>
+#include <ev.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+struct shim_config cfg = {
+    .connect_timeout   = 5.0,
+    .handshake_timeout = 10.0,
+    .idle_timeout      = 300.0,
+    .role_timeout      = 5.0,
+    .params_max        = I3_PARAMS_MAX_DEFAULT,
+    .results_max       = I3_RESULTS_MAX_DEFAULT,
+    .use_splice        = true,
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+"usage: iperf-shim --listen ADDR:PORT --upstream HOST:PORT [options]\n"
+"\n"
+"  --listen ADDR:PORT       where clients connect: 0.0.0.0:5201, [::]:5201 (dual-stack),\n"
+"                           [2001:db8::1]:5201, :5201 (dual-stack wildcard)\n"
+"  --upstream HOST:PORT     the iperf server behind the shim\n"
+"  --connect-timeout S      upstream TCP connect timeout (default 5)\n"
+"  --handshake-timeout S    a client must send its cookie/header within S (default 10)\n"
+"  --idle-timeout S         close a test with no traffic for S, 0 = never (default 300)\n"
+"  --role-timeout S         --bidir: learn stream roles within S after the test starts,\n"
+"                           else pair in arrival order (default 5)\n"
+"  --max-params BYTES       longest iperf3 parameters JSON accepted (default 65536)\n"
+"  --max-results BYTES      longest iperf3 results JSON accepted (default 16777216)\n"
+"  --no-splice              move TCP data with read/write instead of splice\n"
+"  --log-level LEVEL        error, warn, info (default) or debug\n"
+"  -h, --help               this text\n");
+}
+
+static int parse_seconds(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno != 0 || end == s || *end != '\0' || v < 0 || v > 86400)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_bytes(const char *s, uint32_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || v < 64 || v > (1ul << 30))
+        return -1;
+    *out = (uint32_t)v;
+    return 0;
+}
+
+static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)revents;
+    log_info("signal %d: shutting down (%d test(s) in progress are closed)", w->signum,
+             i3_live_tests());
+    tcp_listener_stop(loop);
+    i3_close_all();
+    ev_break(loop, EVBREAK_ALL);
+}
+
+/* More fds than the default 1024: a -P 128 --bidir test alone uses ~1500. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max > 65536 ? 65536 : rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    enum { O_CONNECT = 256, O_HANDSHAKE, O_IDLE, O_ROLE, O_PARAMS, O_RESULTS, O_NOSPLICE,
+           O_LOGLEVEL };
+    static const struct option opts[] = {
+        { "listen", required_argument, NULL, 'l' },
+        { "upstream", required_argument, NULL, 'u' },
+        { "connect-timeout", required_argument, NULL, O_CONNECT },
+        { "handshake-timeout", required_argument, NULL, O_HANDSHAKE },
+        { "idle-timeout", required_argument, NULL, O_IDLE },
+        { "role-timeout", required_argument, NULL, O_ROLE },
+        { "max-params", required_argument, NULL, O_PARAMS },
+        { "max-results", required_argument, NULL, O_RESULTS },
+        { "no-splice", no_argument, NULL, O_NOSPLICE },
+        { "log-level", required_argument, NULL, O_LOGLEVEL },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    const char *listen_s = NULL, *upstream_s = NULL, *why;
+    int c;
+
+    while ((c = getopt_long(argc, argv, "l:u:h", opts, NULL)) != -1) {
+        int bad = 0;
+        switch (c) {
+        case 'l': listen_s = optarg; break;
+        case 'u': upstream_s = optarg; break;
+        case O_CONNECT: bad = parse_seconds(optarg, &cfg.connect_timeout); break;
+        case O_HANDSHAKE: bad = parse_seconds(optarg, &cfg.handshake_timeout); break;
+        case O_IDLE: bad = parse_seconds(optarg, &cfg.idle_timeout); break;
+        case O_ROLE: bad = parse_seconds(optarg, &cfg.role_timeout); break;
+        case O_PARAMS: bad = parse_bytes(optarg, &cfg.params_max); break;
+        case O_RESULTS: bad = parse_bytes(optarg, &cfg.results_max); break;
+        case O_NOSPLICE: cfg.use_splice = false; break;
+        case O_LOGLEVEL: bad = log_level_parse(optarg, &log_threshold); break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+        if (bad) {
+            fprintf(stderr, "iperf-shim: bad value '%s' for an option\n", optarg);
+            return 2;
+        }
+    }
+    if (listen_s == NULL || upstream_s == NULL || optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+    if (cfg.connect_timeout <= 0 || cfg.handshake_timeout <= 0 || cfg.role_timeout <= 0) {
+        fprintf(stderr, "iperf-shim: connect, handshake and role timeouts must be > 0\n");
+        return 2;
+    }
+    if (net_parse_hostport(listen_s, &cfg.listen_addr, &cfg.listen_len, &why) == -1) {
+        fprintf(stderr, "iperf-shim: --listen %s: %s\n", listen_s, why);
+        return 2;
+    }
+    if (net_parse_hostport(upstream_s, &cfg.upstream_addr, &cfg.upstream_len, &why) == -1) {
+        fprintf(stderr, "iperf-shim: --upstream %s: %s\n", upstream_s, why);
+        return 2;
+    }
+
+    signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit();
+    struct ev_loop *loop = EV_DEFAULT;
+    if (tcp_listener_start(loop, &cfg.listen_addr, cfg.listen_len) == -1) {
+        fprintf(stderr, "iperf-shim: cannot listen on %s: %s\n", listen_s, strerror(errno));
+        return 1;
+    }
+    ev_signal sigint, sigterm;
+    ev_signal_init(&sigint, on_signal, SIGINT);
+    ev_signal_init(&sigterm, on_signal, SIGTERM);
+    ev_signal_start(loop, &sigint);
+    ev_signal_start(loop, &sigterm);
+
+    char l[ADDR_STR_MAX], u[ADDR_STR_MAX];
+    log_info("iperf-shim listening on %s (TCP), relaying to %s%s",
+             net_addr_str((struct sockaddr *)&cfg.listen_addr, l, sizeof(l)),
+             net_addr_str((struct sockaddr *)&cfg.upstream_addr, u, sizeof(u)),
+             cfg.use_splice ? "" : " (splice off)");
+    ev_run(loop, 0);
+    return 0;
+}

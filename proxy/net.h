@@ -1,0 +1,39 @@
+/* Socket helpers: address parsing and formatting, non-blocking set-up.
+ * Functions return 0 or a socket on success and -1 with errno set on failure;
+ * callers decide what to log. */
+#ifndef IPERF_SHIM_PROXY_NET_H
+#define IPERF_SHIM_PROXY_NET_H
+
+#include <stddef.h>
+#include <sys/socket.h>
+
+#define ADDR_STR_MAX 64   /* "[ffff:...:ffff]:65535" fits */
+
+/* Parses "1.2.3.4:5201", "[2001:db8::1]:5201", "host:5201" (resolved now) or
+ * ":5201"/"*:5201" (dual-stack wildcard).  Returns 0, or -1 with *why set. */
+int  net_parse_hostport(const char *s, struct sockaddr_storage *ss, socklen_t *len,
+                        const char **why);
+
+/* Formats an address as "1.2.3.4:5201" or "[2001:db8::1]:5201"; v4-mapped v6
+ * addresses are shown as v4.  Returns buf. */
+char *net_addr_str(const struct sockaddr *sa, char *buf, size_t bufsz);
+
+/* A listening TCP socket, non-blocking; a v6 wildcard is dual-stack. */
+int  net_tcp_listen(const struct sockaddr_storage *ss, socklen_t len);
+
+/* Starts a non-blocking connect; returns the socket (connect in progress). */
+int  net_tcp_connect(const struct sockaddr_storage *ss, socklen_t len);
+
+/* Returns the pending error of a socket (SO_ERROR), 0 if none. */
+int  net_sock_error(int fd);
+
+/* Sets O_NONBLOCK and FD_CLOEXEC. */
+int  net_nonblock(int fd);
+
+/* Closes a TCP socket with RST instead of FIN (SO_LINGER 0). */
+void net_close_reset(int fd);
+
+/* Port of an address, host order. */
+int  net_port(const struct sockaddr *sa);
+
+#endif

@@ -1,0 +1,460 @@
+#include "proxy/relay.h"
+
+#include "proxy/net.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define RELAY_COPY_BUF  (64u * 1024u)     /* copy-mode buffer per direction */
+#define RELAY_PIPE_SIZE (1u << 20)        /* splice pipe per direction */
+#define RELAY_READS_PER_EVENT 4           /* fairness: reads per readiness event */
+
+static uint8_t discard_buf[RELAY_COPY_BUF];  /* sink for FLOW_DISCARD */
+
+const char *relay_end_str(enum relay_end how)
+{
+    switch (how) {
+    case RELAY_END_CLOSED:  return "closed";
+    case RELAY_END_RESET:   return "reset";
+    case RELAY_END_ERROR:   return "socket error";
+    case RELAY_END_IDLE:    return "idle timeout";
+    case RELAY_END_ABORTED: return "aborted";
+    case RELAY_END_INSPECT: return "protocol violation";
+    }
+    return "?";
+}
+
+static size_t flow_pending(const struct flow *f)
+{
+    return (f->buf_len - f->buf_off) + f->in_pipe;
+}
+
+static bool flow_splicing(const struct flow *f)
+{
+    return f->pipe[0] >= 0;
+}
+
+/* Room for more bytes from the source, 0 when the flow is full. */
+static size_t flow_room(const struct flow *f)
+{
+    if (flow_splicing(f))
+        return f->pipe_cap - f->in_pipe;
+    return f->buf_cap - f->buf_len;
+}
+
+static void flow_close_pipe(struct flow *f)
+{
+    if (f->pipe[0] >= 0) {
+        close(f->pipe[0]);
+        close(f->pipe[1]);
+    }
+    f->pipe[0] = f->pipe[1] = -1;
+    f->in_pipe = 0;
+}
+
+/* Switches a flow to copy mode.  Returns 0, or -1 if out of memory. */
+static int flow_to_copy_mode(struct flow *f)
+{
+    flow_close_pipe(f);
+    if (f->buf_cap < RELAY_COPY_BUF) {
+        uint8_t *nb = realloc(f->buf, RELAY_COPY_BUF);
+        if (nb == NULL)
+            return -1;
+        f->buf = nb;
+        f->buf_cap = RELAY_COPY_BUF;
+    }
+    return 0;
+}
+
+static int flow_open_pipe(struct flow *f)
+{
+    if (pipe2(f->pipe, O_NONBLOCK | O_CLOEXEC) == -1) {
+        f->pipe[0] = f->pipe[1] = -1;
+        return -1;
+    }
+    int sz = fcntl(f->pipe[1], F_SETPIPE_SZ, (int)RELAY_PIPE_SIZE);
+    if (sz == -1)
+        sz = fcntl(f->pipe[1], F_GETPIPE_SZ);
+    f->pipe_cap = sz > 0 ? (size_t)sz : 65536;
+    return 0;
+}
+
+struct relay *relay_new(struct ev_loop *loop, int fd_client, int fd_server,
+                        const struct relay_opts *o)
+{
+    struct relay *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return NULL;
+    r->loop = loop;
+    r->fd[SIDE_CLIENT] = fd_client;
+    r->fd[SIDE_SERVER] = fd_server;
+    r->opts = *o;
+    r->err_side = -1;
+    for (int d = 0; d < 2; d++)
+        r->f[d].pipe[0] = r->f[d].pipe[1] = -1;
+    for (int d = 0; d < 2; d++) {
+        struct flow *f = &r->f[d];
+        bool spl = o->splice && o->inspect == NULL && flow_open_pipe(f) == 0;
+        if (!spl && flow_to_copy_mode(f) == -1) {
+            for (int k = 0; k < 2; k++) {
+                flow_close_pipe(&r->f[k]);
+                free(r->f[k].buf);
+            }
+            free(r);
+            return NULL;
+        }
+    }
+    return r;
+}
+
+int relay_preload(struct relay *r, int flow, const void *buf, size_t len)
+{
+    struct flow *f = &r->f[flow];
+    if (len == 0)
+        return 0;
+    if (f->buf_cap - f->buf_len < len) {
+        size_t want = f->buf_len + len;
+        if (!flow_splicing(f) && want < RELAY_COPY_BUF)
+            want = RELAY_COPY_BUF;
+        uint8_t *nb = realloc(f->buf, want);
+        if (nb == NULL)
+            return -1;
+        f->buf = nb;
+        f->buf_cap = want;
+    }
+    memcpy(f->buf + f->buf_len, buf, len);
+    f->buf_len += len;
+    return 0;
+}
+
+static void relay_touch(struct relay *r)
+{
+    r->opts.activity->last = ev_now(r->loop);
+}
+
+/* Stops watchers, closes everything and reports the end to the owner. */
+static void relay_end(struct relay *r, enum relay_end how)
+{
+    if (r->ended)
+        return;
+    r->ended = true;
+    for (int s = 0; s < 2; s++) {
+        ev_io_stop(r->loop, &r->rd[s]);
+        ev_io_stop(r->loop, &r->wr[s]);
+    }
+    ev_timer_stop(r->loop, &r->idle_timer);
+    bool reset = how == RELAY_END_RESET || how == RELAY_END_ERROR ||
+                 how == RELAY_END_INSPECT;
+    for (int s = 0; s < 2; s++) {
+        if (r->fd[s] < 0)
+            continue;
+        if (reset)
+            net_close_reset(r->fd[s]);
+        else
+            close(r->fd[s]);
+        r->fd[s] = -1;
+    }
+    for (int d = 0; d < 2; d++)
+        flow_close_pipe(&r->f[d]);
+    r->opts.done(r->opts.arg, r, how);   /* may free r: nothing after this */
+}
+
+/* Result of moving bytes on a flow. */
+enum io_res { IO_OK = 0, IO_AGAIN, IO_EOF, IO_FAIL, IO_REJECT };
+
+/* Delivers pending bytes of flow d to its destination. */
+static enum io_res flow_write(struct relay *r, int d)
+{
+    struct flow *f = &r->f[d];
+    int dst = r->fd[1 - d];
+
+    while (f->buf_off < f->buf_len) {
+        ssize_t n = send(dst, f->buf + f->buf_off, f->buf_len - f->buf_off, MSG_NOSIGNAL);
+        if (n > 0) {
+            f->buf_off += (size_t)n;
+            f->bytes += (uint64_t)n;
+            continue;
+        }
+        if (n == -1 && errno == EINTR)
+            continue;
+        if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return IO_AGAIN;
+        return IO_FAIL;
+    }
+    f->buf_off = f->buf_len = 0;
+    while (f->in_pipe > 0) {
+        ssize_t n = splice(f->pipe[0], NULL, dst, NULL, f->in_pipe,
+                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n > 0) {
+            f->in_pipe -= (size_t)n;
+            f->bytes += (uint64_t)n;
+            continue;
+        }
+        if (n == -1 && errno == EINTR)
+            continue;
+        if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return IO_AGAIN;   /* the pipe is not empty, so the socket is full */
+        return IO_FAIL;
+    }
+    return IO_OK;
+}
+
+/* Reads once from the source of flow d into the flow.  Returns IO_OK when
+ * bytes were taken. */
+static enum io_res flow_read(struct relay *r, int d)
+{
+    struct flow *f = &r->f[d];
+    int src = r->fd[d];
+    ssize_t n;
+
+    if (f->state == FLOW_DISCARD) {
+        n = read(src, discard_buf, sizeof(discard_buf));
+    } else if (flow_splicing(f)) {
+        n = splice(src, NULL, f->pipe[1], NULL, flow_room(f), SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n == -1 && (errno == EINVAL || errno == ENOSYS) && f->in_pipe == 0) {
+            /* this socket type or kernel cannot splice: copy instead */
+            if (flow_to_copy_mode(f) == -1)
+                return IO_FAIL;
+            return flow_read(r, d);
+        }
+        if (n > 0)
+            f->in_pipe += (size_t)n;
+    } else {
+        n = read(src, f->buf + f->buf_len, f->buf_cap - f->buf_len);
+        if (n > 0 && r->opts.inspect != NULL &&
+            r->opts.inspect(r->opts.arg, d, f->buf + f->buf_len, (size_t)n) != 0)
+            return IO_REJECT;
+        if (n > 0)
+            f->buf_len += (size_t)n;
+    }
+    if (n > 0) {
+        relay_touch(r);
+        return IO_OK;
+    }
+    if (n == 0)
+        return IO_EOF;
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+        return IO_AGAIN;
+    return IO_FAIL;
+}
+
+/* Drops whatever flow d holds: its destination is gone. */
+static void flow_discard(struct flow *f)
+{
+    f->buf_off = f->buf_len = 0;
+    while (f->in_pipe > 0) {
+        ssize_t n = read(f->pipe[0], discard_buf, sizeof(discard_buf));
+        if (n <= 0)
+            break;
+        f->in_pipe -= (size_t)n < f->in_pipe ? (size_t)n : f->in_pipe;
+    }
+    f->in_pipe = 0;
+}
+
+/* A write to the destination of flow d failed.  Returns true if the relay
+ * goes on (the destination had finished sending: reset after FIN), false if
+ * the relay must end with a reset. */
+static bool flow_dst_failed(struct relay *r, int d)
+{
+    struct flow *back = &r->f[1 - d];   /* the flow coming from that destination */
+    r->err = errno;
+    r->err_side = 1 - d;
+    if (back->state == FLOW_DRAIN || back->state == FLOW_SHUT) {
+        flow_discard(&r->f[d]);
+        r->f[d].state = r->f[d].state == FLOW_OPEN ? FLOW_DISCARD : FLOW_SHUT;
+        return true;
+    }
+    return false;
+}
+
+/* Forwards a FIN once everything before it was delivered.  Returns false on
+ * failure of the shutdown itself (treated like a write failure). */
+static bool flow_maybe_shut(struct relay *r, int d)
+{
+    struct flow *f = &r->f[d];
+    if (f->state != FLOW_DRAIN || flow_pending(f) > 0)
+        return true;
+    f->state = FLOW_SHUT;
+    if (shutdown(r->fd[1 - d], SHUT_WR) == -1 && errno != ENOTCONN)
+        return false;
+    return true;
+}
+
+/* Recomputes every watcher from flow state; ends the relay when both flows
+ * are finished. */
+static void relay_rearm(struct relay *r)
+{
+    if (r->f[0].state == FLOW_SHUT && r->f[1].state == FLOW_SHUT) {
+        relay_end(r, RELAY_END_CLOSED);
+        return;
+    }
+    for (int s = 0; s < 2; s++) {
+        const struct flow *in = &r->f[s];        /* flow reading side s */
+        const struct flow *out = &r->f[1 - s];   /* flow writing to side s */
+        bool want_rd = (in->state == FLOW_OPEN && flow_room(in) > 0) ||
+                       in->state == FLOW_DISCARD;
+        bool want_wr = (out->state == FLOW_OPEN || out->state == FLOW_DRAIN) &&
+                       flow_pending(out) > 0;
+        if (want_rd && !ev_is_active(&r->rd[s]))
+            ev_io_start(r->loop, &r->rd[s]);
+        else if (!want_rd && ev_is_active(&r->rd[s]))
+            ev_io_stop(r->loop, &r->rd[s]);
+        if (want_wr && !ev_is_active(&r->wr[s]))
+            ev_io_start(r->loop, &r->wr[s]);
+        else if (!want_wr && ev_is_active(&r->wr[s]))
+            ev_io_stop(r->loop, &r->wr[s]);
+    }
+}
+
+/* Pushes flow d forward: write what is pending, pass on FIN.  Returns false
+ * if the relay must end (r->err set). */
+static bool flow_push(struct relay *r, int d)
+{
+    struct flow *f = &r->f[d];
+    if (f->state == FLOW_OPEN || f->state == FLOW_DRAIN) {
+        if (flow_write(r, d) == IO_FAIL && !flow_dst_failed(r, d))
+            return false;
+    }
+    if (!flow_maybe_shut(r, d) && !flow_dst_failed(r, d))
+        return false;
+    return true;
+}
+
+static void on_readable(struct relay *r, int d)
+{
+    struct flow *f = &r->f[d];
+    for (int i = 0; i < RELAY_READS_PER_EVENT; i++) {
+        if (f->state == FLOW_OPEN && flow_room(f) == 0)
+            break;
+        enum io_res res = flow_read(r, d);
+        if (res == IO_AGAIN)
+            break;
+        if (res == IO_REJECT) {
+            relay_end(r, RELAY_END_INSPECT);
+            return;
+        }
+        if (res == IO_FAIL) {
+            r->err = errno;
+            r->err_side = d;
+            relay_end(r, (errno == ECONNRESET || errno == EPIPE) ? RELAY_END_RESET
+                                                                 : RELAY_END_ERROR);
+            return;
+        }
+        if (res == IO_EOF) {
+            f->state = f->state == FLOW_DISCARD ? FLOW_SHUT : FLOW_DRAIN;
+            if (!flow_push(r, d)) {
+                relay_end(r, RELAY_END_RESET);
+                return;
+            }
+            break;
+        }
+        if (f->state == FLOW_DISCARD)
+            continue;
+        if (!flow_push(r, d)) {
+            relay_end(r, RELAY_END_RESET);
+            return;
+        }
+    }
+    relay_rearm(r);
+}
+
+static void rd_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop; (void)revents;
+    struct relay *r = w->data;
+    on_readable(r, w == &r->rd[SIDE_CLIENT] ? FLOW_C2S : FLOW_S2C);
+}
+
+static void wr_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop; (void)revents;
+    struct relay *r = w->data;
+    int d = w == &r->wr[SIDE_SERVER] ? FLOW_C2S : FLOW_S2C;   /* flow whose dst is writable */
+    if (!flow_push(r, d)) {
+        relay_end(r, RELAY_END_RESET);
+        return;
+    }
+    relay_rearm(r);
+}
+
+static void idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    struct relay *r = w->data;
+    ev_tstamp left = r->opts.activity->last + r->opts.idle - ev_now(loop);
+    if (left <= 0) {
+        relay_end(r, RELAY_END_IDLE);
+        return;
+    }
+    w->repeat = left;
+    ev_timer_again(loop, w);
+}
+
+void relay_start(struct relay *r)
+{
+    if (r->opts.activity == NULL)
+        r->opts.activity = &r->own_activity;
+    relay_touch(r);
+    for (int s = 0; s < 2; s++) {
+        ev_io_init(&r->rd[s], rd_cb, r->fd[s], EV_READ);
+        ev_io_init(&r->wr[s], wr_cb, r->fd[s], EV_WRITE);
+        r->rd[s].data = r->wr[s].data = r;
+    }
+    ev_init(&r->idle_timer, idle_cb);
+    r->idle_timer.data = r;
+    if (r->opts.idle > 0) {
+        r->idle_timer.repeat = r->opts.idle;
+        ev_timer_again(r->loop, &r->idle_timer);
+    }
+    r->started = true;
+    /* deliver preloaded bytes at once; watchers only where needed */
+    for (int d = 0; d < 2; d++) {
+        if (!flow_push(r, d)) {
+            relay_end(r, RELAY_END_RESET);
+            return;
+        }
+    }
+    relay_rearm(r);
+}
+
+void relay_abort(struct relay *r, bool reset)
+{
+    if (r->ended)
+        return;
+    if (reset) {
+        for (int s = 0; s < 2; s++) {
+            if (r->fd[s] >= 0) {
+                net_close_reset(r->fd[s]);
+                r->fd[s] = -1;
+            }
+        }
+    }
+    relay_end(r, RELAY_END_ABORTED);
+}
+
+void relay_free(struct relay *r)
+{
+    if (r == NULL)
+        return;
+    if (!r->ended) {
+        for (int s = 0; s < 2; s++) {
+            if (r->started) {
+                ev_io_stop(r->loop, &r->rd[s]);
+                ev_io_stop(r->loop, &r->wr[s]);
+            }
+            if (r->fd[s] >= 0)
+                close(r->fd[s]);
+        }
+        if (r->started)
+            ev_timer_stop(r->loop, &r->idle_timer);
+    }
+    for (int d = 0; d < 2; d++) {
+        flow_close_pipe(&r->f[d]);
+        free(r->f[d].buf);
+    }
+    free(r);
+}

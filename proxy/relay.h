@@ -1,0 +1,127 @@
+/*
+ * A bidirectional TCP relay between a client-side and a server-side socket.
+ *
+ * Each direction is a flow with its own explicit state:
+ *
+ *   OPEN ──src FIN──> DRAIN ──all delivered, shutdown(dst, SHUT_WR)──> SHUT
+ *     │
+ *     └──dst reset after it had sent its own FIN──> DISCARD ──src FIN──> SHUT
+ *
+ * Data moves with splice() through a pipe (1 MiB) or, when splice is off or
+ * not supported, with read()/write() through a buffer.  Bytes handed over
+ * with relay_preload() (a cookie, bytes held while roles were learned) are
+ * delivered before anything read later.  A source is read only while its
+ * flow has room (backpressure); a destination is watched for writability
+ * only while its flow has pending bytes and the last write hit EAGAIN; the
+ * watcher masks are recomputed after every event.
+ *
+ * Closing rules: FIN is propagated as a half-close, the other direction
+ * keeps flowing; the relay ends when both flows are SHUT.  A reset that
+ * arrives mid-transfer resets the other side too (a real failure is not
+ * hidden).  A reset from a side that had already finished sending (the
+ * reset-after-FIN of Microsoft KB Q152474) ends only the flow toward it:
+ * everything it sent is still delivered and the other side sees a FIN.
+ */
+#ifndef IPERF_SHIM_PROXY_RELAY_H
+#define IPERF_SHIM_PROXY_RELAY_H
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum { SIDE_CLIENT = 0, SIDE_SERVER = 1 };
+/* Flow index: the flow reading side s is flow s (C2S = 0, S2C = 1). */
+enum { FLOW_C2S = 0, FLOW_S2C = 1 };
+
+enum flow_state {
+    FLOW_OPEN = 0,   /* reading src, writing dst */
+    FLOW_DRAIN,      /* src sent FIN; delivering what is pending */
+    FLOW_DISCARD,    /* dst is gone after its own FIN; src is read and dropped until FIN */
+    FLOW_SHUT,       /* finished: FIN delivered to dst (or dst gone) */
+};
+
+enum relay_end {
+    RELAY_END_CLOSED = 0,  /* both directions finished with FIN */
+    RELAY_END_RESET,       /* a side reset mid-transfer; the other was reset too */
+    RELAY_END_ERROR,       /* a socket error other than reset; both closed */
+    RELAY_END_IDLE,        /* idle timeout */
+    RELAY_END_ABORTED,     /* closed by its owner (relay_abort) */
+    RELAY_END_INSPECT,     /* the inspect hook rejected the bytes */
+};
+
+/* Shared activity clock: several relays of one test may point at the same one,
+ * so that a quiet control connection is not idle while its data streams run. */
+struct activity {
+    ev_tstamp last;   /* ev_now() of the last byte moved by any relay using it */
+};
+
+struct relay;
+
+/* Called with bytes read from side `from` before they are forwarded (copy mode
+ * only).  Returns 0 to forward them, -1 to end the relay (RELAY_END_INSPECT). */
+typedef int (*relay_inspect_fn)(void *arg, int from, const uint8_t *buf, size_t len);
+/* Called once when the relay has ended and both sockets are closed.  The
+ * owner may call relay_free() from inside it. */
+typedef void (*relay_done_fn)(void *arg, struct relay *r, enum relay_end how);
+
+struct relay_opts {
+    bool             splice;     /* use splice() (falls back to copying if refused) */
+    double           idle;       /* s: end the relay after this long without traffic; 0 = never */
+    struct activity *activity;   /* shared activity clock, or NULL for the relay's own */
+    relay_inspect_fn inspect;    /* forces copy mode when set */
+    relay_done_fn    done;       /* required */
+    void            *arg;        /* passed to inspect and done */
+};
+
+struct flow {
+    enum flow_state state;
+    int       pipe[2];       /* splice pipe (read end, write end), -1 in copy mode */
+    size_t    in_pipe;       /* bytes sitting in the pipe */
+    size_t    pipe_cap;      /* pipe capacity */
+    uint8_t  *buf;           /* copy buffer, or preloaded bytes in splice mode */
+    size_t    buf_cap;       /* allocated size of buf */
+    size_t    buf_off;       /* first pending byte in buf */
+    size_t    buf_len;       /* end of pending bytes in buf */
+    uint64_t  bytes;         /* bytes delivered to dst */
+    bool      wr_blocked;    /* last write to dst hit EAGAIN: watch for writability */
+};
+
+struct relay {
+    struct ev_loop *loop;
+    int        fd[2];            /* client-side, server-side socket; -1 once closed */
+    ev_io      rd[2];            /* read watcher of each side */
+    ev_io      wr[2];            /* write watcher of each side */
+    ev_timer   idle_timer;       /* checks activity->last */
+    struct flow f[2];            /* FLOW_C2S reads fd[0], FLOW_S2C reads fd[1] */
+    struct activity own_activity;/* used when opts.activity is NULL */
+    struct relay_opts opts;
+    bool       started;          /* relay_start() was called */
+    bool       ended;            /* done was called (or is being called) */
+    int        err;              /* errno of the failure that ended it, 0 if none */
+    int        err_side;         /* side whose socket failed, -1 if none */
+    void      *owner;            /* free for the owner's use */
+};
+
+/* Creates a relay that owns fd_client and fd_server from now on (both
+ * non-blocking and connected).  Returns NULL on failure (fds untouched). */
+struct relay *relay_new(struct ev_loop *loop, int fd_client, int fd_server,
+                        const struct relay_opts *o);
+
+/* Queues bytes to be delivered on flow `flow` before anything read later.
+ * Only before relay_start().  Returns 0, or -1 if out of memory. */
+int  relay_preload(struct relay *r, int flow, const void *buf, size_t len);
+
+/* Starts moving bytes. */
+void relay_start(struct relay *r);
+
+/* Ends the relay now: both sockets closed (with RST when reset is true), done
+ * called with RELAY_END_ABORTED.  No-op if it has ended. */
+void relay_abort(struct relay *r, bool reset);
+
+/* Releases a relay that has ended, or one never started (its fds are closed). */
+void relay_free(struct relay *r);
+
+const char *relay_end_str(enum relay_end how);
+
+#endif

@@ -1,0 +1,237 @@
+# Shared helpers for integration tests.  Source it; $SHIM is the binary under test.
+# Every helper bounds its waits; cleanup runs on exit.
+set -u
+: "${SHIM:?SHIM must point at the iperf-shim binary}"
+IT_TMP=$(mktemp -d /tmp/iperf-shim-test.XXXXXX)
+IT_PIDS=()
+IT_CLEANUPS=()
+
+it_cleanup() {
+    local p c
+    for c in "${IT_CLEANUPS[@]}"; do eval "$c" >/dev/null 2>&1; done
+    for p in "${IT_PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    for p in "${IT_PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$p" 2>/dev/null
+    done
+    if [ "${IT_KEEP:-0}" != 1 ]; then rm -rf "$IT_TMP"; fi
+}
+trap it_cleanup EXIT
+
+# Register a command to run at exit (e.g. deleting a namespace).
+it_on_exit() { IT_CLEANUPS+=("$1"); }
+
+it_fail() { echo "FAIL: $*"; exit 1; }
+it_skip() { echo "$*"; exit 77; }
+it_log()  { echo "# $*"; }
+
+# it_bg NAME CMD...: start CMD in the background, output in $IT_TMP/NAME.log; sets IT_LAST_PID.
+it_bg() {
+    local name=$1; shift
+    "$@" >"$IT_TMP/$name.log" 2>&1 &
+    IT_LAST_PID=$!
+    IT_PIDS+=("$IT_LAST_PID")
+}
+
+# it_wait_tcp [NETNS] HOST PORT [TIMEOUT_S]: poll until a TCP listener accepts.
+it_wait_tcp() {
+    local ns=""
+    if [ $# -ge 3 ] && ip netns list | grep -qw "^$1"; then ns=$1; shift; fi
+    local host=$1 port=$2 t=${3:-10} i
+    for i in $(seq $((t * 20))); do
+        if [ -n "$ns" ]; then
+            ip netns exec "$ns" ss -Htln "sport = :$port" | grep -q . && return 0
+        else
+            ss -Htln "sport = :$port" | grep -q . && return 0
+        fi
+        sleep 0.05
+    done
+    return 1
+}
+
+# it_start_shim NAME [NETNS] -- ARGS...: start the shim (optionally in a netns) and wait for its port.
+# The listen port is taken from the --listen argument.
+it_start_shim() {
+    local name=$1; shift
+    local ns=""
+    if [ "$1" != "--" ]; then ns=$1; shift; fi
+    shift  # --
+    local args=("$@") port="" i
+    for ((i = 0; i < ${#args[@]}; i++)); do
+        [ "${args[$i]}" = "--listen" ] && port=${args[$((i+1))]##*:}
+    done
+    if [ -n "$ns" ]; then
+        it_bg "$name" ip netns exec "$ns" "$SHIM" "${args[@]}"
+    else
+        it_bg "$name" "$SHIM" "${args[@]}"
+    fi
+    SHIM_PID=$IT_LAST_PID
+    if [ -n "$ns" ]; then it_wait_tcp "$ns" x "$port" 10; else it_wait_tcp x "$port" 10; fi \
+        || { cat "$IT_TMP/$name.log"; it_fail "shim did not start listening on $port"; }
+}
+
+# it_fd_count PID: number of open fds of a process.
+it_fd_count() { ls "/proc/$1/fd" 2>/dev/null | wc -l; }
+
+# it_require_root: skip the test when not root (netns, iptables).
+it_require_root() { [ "$(id -u)" = 0 ] || it_skip "needs root"; }
+
+# ---------------------------------------------------------------------------
+# iperf3 helpers (t_iperf3_*.sh, t_hostile_peers.sh).
+# IT_DIRECT=1 runs a test file without the shim (clients go straight to the
+# server) to prove its assertions against plain iperf3; set SHIM=none then.
+IT_DIRECT=${IT_DIRECT:-0}
+
+# it_iperf3_server NAME PORT [ARGS...]: start `iperf3 -s` bound to 127.0.0.1
+# (add -B ::1 in ARGS to override) and wait for it.  Sets IT_LAST_PID (the
+# `timeout` wrapper) and IT_IPERF3_PID (the iperf3 process itself).
+it_iperf3_server() {
+    local name=$1 port=$2 i; shift 2
+    local bind=(-B 127.0.0.1)
+    for i in "$@"; do [ "$i" = -B ] && bind=(); done
+    it_bg "$name" timeout 1800 iperf3 -s -p "$port" "${bind[@]}" "$@"
+    it_wait_tcp x "$port" 10 || { cat "$IT_TMP/$name.log"; it_fail "iperf3 server did not listen on $port"; }
+    IT_IPERF3_PID=$(pgrep -P "$IT_LAST_PID" -x iperf3 | head -n 1)
+    [ -n "$IT_IPERF3_PID" ] || IT_IPERF3_PID=$IT_LAST_PID
+}
+
+# it_iperf3_json OUT TIMEOUT_S ARGS...: run `iperf3 -J ARGS` bounded; JSON to OUT,
+# stderr to OUT.err; returns the client's exit status (124 on timeout).
+# Note: iperf3 3.12 with -J exits 0 even on errors: check the "error" key.
+it_iperf3_json() {
+    local out=$1 t=$2; shift 2
+    timeout "$t" iperf3 -J "$@" >"$out" 2>"$out.err"
+}
+
+# it_iperf3_check FILE [OPTIONS]: assert on one iperf3 -J client result.
+#  --mode default|reverse|bidir   (default: default)
+#  -P N                           streams asked for (default 1)
+#  --timed                        time-limited test: every receiving stream got > 0 bytes
+#  --sent N                       -n/-k: bytes sent must be exactly N (bidir: one
+#                                 direction exactly N, the other <= N)
+#  --omit                         -O was used: counters restart at different moments on
+#                                 each side, receiver may exceed sender (bounded)
+#  --server-output                --get-server-output: server's report must be present
+# TCP relation asserted (measured on direct 3.12 runs): receiver bytes <= sender
+# bytes in each direction, and sender - receiver <= what can sit in socket buffers
+# (per stream 2*(tcp_wmem max + tcp_rmem max) + 8 MiB of relay buffers).
+# Prints one summary line; exits non-zero with reasons on failure.
+it_iperf3_check() {
+    python3 - "$@" <<'PYEOF'
+import json, sys
+args = sys.argv[1:]
+f = args.pop(0)
+mode, P, timed, sent, omit, srvout = "default", 1, False, None, False, False
+while args:
+    a = args.pop(0)
+    if a == "--mode": mode = args.pop(0)
+    elif a == "-P": P = int(args.pop(0))
+    elif a == "--timed": timed = True
+    elif a == "--sent": sent = int(args.pop(0))
+    elif a == "--omit": omit = True
+    elif a == "--server-output": srvout = True
+    else: sys.exit("it_iperf3_check: bad option " + a)
+def sysctl_max(name):
+    try:
+        return int(open("/proc/sys/net/ipv4/" + name).read().split()[-1])
+    except Exception:
+        return 64 << 20
+per_stream = 2 * (sysctl_max("tcp_wmem") + sysctl_max("tcp_rmem")) + (8 << 20)
+bad = []
+try:
+    d = json.load(open(f))
+except Exception as e:
+    print("FAIL: %s: not JSON (%s)" % (f, e)); sys.exit(1)
+if "error" in d:
+    print("FAIL: iperf3 reported error: %r" % d["error"]); sys.exit(1)
+ts = d.get("start", {}).get("test_start", {})
+if ts.get("num_streams") != P: bad.append("test_start.num_streams=%r, want %d" % (ts.get("num_streams"), P))
+if ts.get("protocol") != "TCP": bad.append("protocol=%r" % ts.get("protocol"))
+if bool(ts.get("reverse")) != (mode == "reverse"): bad.append("test_start.reverse=%r for mode %s" % (ts.get("reverse"), mode))
+e = d.get("end", {})
+streams = e.get("streams", [])
+nconn = 2 * P if mode == "bidir" else P
+if len(streams) != nconn: bad.append("end.streams has %d entries, want %d" % (len(streams), nconn))
+pairs = [("sum_sent", "sum_received")]
+if mode == "bidir": pairs.append(("sum_sent_bidir_reverse", "sum_received_bidir_reverse"))
+elif "sum_sent_bidir_reverse" in e: bad.append("bidir sums present in mode %s" % mode)
+summary = []
+sents = []
+for ks, kr in pairs:
+    if ks not in e or kr not in e:
+        bad.append("missing end.%s / end.%s" % (ks, kr)); continue
+    s, r = e[ks]["bytes"], e[kr]["bytes"]
+    sents.append(s)
+    summary.append("%s=%d %s=%d diff=%d" % (ks, s, kr, r, s - r))
+    bound = P * per_stream
+    if s <= 0: bad.append("%s is %d" % (ks, s))
+    if timed and r <= 0: bad.append("%s is %d in a timed test" % (kr, r))
+    if omit:
+        if abs(s - r) > bound: bad.append("|%s - %s| = %d > %d" % (ks, kr, abs(s - r), bound))
+    else:
+        if r > s: bad.append("%s=%d > %s=%d (receiver counted more than was sent)" % (kr, r, ks, s))
+        if s - r > bound: bad.append("%s - %s = %d > in-flight bound %d" % (ks, kr, s - r, bound))
+if sent is not None and sents:
+    if mode == "bidir":
+        if sent not in sents or max(sents) > sent: bad.append("bidir sent %r, want one == %d and none above" % (sents, sent))
+    elif sents[0] != sent: bad.append("sent %d bytes, want exactly %d" % (sents[0], sent))
+# per stream (matched by id by iperf3 itself): receiver <= sender; timed: receiver > 0
+for st in streams:
+    snd, rcv = st.get("sender", {}), st.get("receiver", {})
+    sid = snd.get("socket")
+    sb, rb = snd.get("bytes", -1), rcv.get("bytes", -1)
+    if timed and rb <= 0: bad.append("stream socket %s: receiver got %d bytes" % (sid, rb))
+    if not omit and rb > sb: bad.append("stream socket %s: receiver %d > sender %d" % (sid, rb, sb))
+if srvout:
+    so = d.get("server_output_text") or json.dumps(d.get("server_output_json", ""))
+    if "receiver" not in so and "sender" not in so: bad.append("no server output (server_output_text=%r)" % so[:200])
+if bad:
+    print("FAIL: %s: %s" % (f, "; ".join(bad)))
+    print("      " + " | ".join(summary)); sys.exit(1)
+print("ok " + " | ".join(summary))
+PYEOF
+}
+
+# it_iperf3_error FILE: print the "error" value of an iperf3 -J result (empty if none).
+it_iperf3_error() {
+    python3 -c 'import json,sys
+try: print(json.load(open(sys.argv[1])).get("error", ""))
+except Exception as e: print("<unparseable: %s>" % e)' "$1"
+}
+
+# it_shim_test_lines LOG: the shim's end-of-test lines ("test ..." messages), one per line,
+# with any log prefix (timestamp, level, program name) kept.
+it_shim_test_lines() {
+    python3 - "$1" <<'PYEOF'
+import re, sys
+for line in open(sys.argv[1], errors="replace"):
+    line = line.rstrip("\n")
+    # strip a prefix of timestamp / [level] / level / program tokens, then require "test "
+    msg = re.sub(r'^(?:(?:\d{4}-\d\d-\d\d[T ]?|\d\d:\d\d:\d\d(?:\.\d+)?Z?|\[[^\]]*\]|<\w+>|(?:debug|info|warn|warning|error|DEBUG|INFO|WARN|WARNING|ERROR)|iperf-shim(?:\[\d+\])?:?)\s*)*', '', line)
+    if msg.startswith("test "):
+        print(line)
+PYEOF
+}
+
+# it_wait_log_count LOG REGEX N [TIMEOUT_S]: wait until LOG has >= N lines matching REGEX (grep -E -i).
+it_wait_log_count() {
+    local log=$1 re=$2 n=$3 t=${4:-5} i
+    for i in $(seq $((t * 20))); do
+        [ "$(grep -Eic -- "$re" "$log")" -ge "$n" ] && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
+# it_wait_fd_count PID N [TIMEOUT_S]: poll until PID has exactly N open fds.
+it_wait_fd_count() {
+    local pid=$1 n=$2 t=${3:-10} i
+    for i in $(seq $((t * 10))); do
+        [ "$(it_fd_count "$pid")" -eq "$n" ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# it_fd_list PID: one line per open fd with its target (for failure reports).
+it_fd_list() { local f; for f in /proc/$1/fd/*; do echo "$(basename "$f") -> $(readlink "$f")"; done 2>/dev/null; }
