@@ -17,7 +17,8 @@ struct shim_config {
     double   role_timeout;       /* s: after TEST_RUNNING, bidir roles must be learned */
     uint32_t params_max;         /* bytes: longest iperf3 parameters JSON accepted */
     uint32_t results_max;        /* bytes: longest iperf3 results JSON accepted */
-    int      max_conns;          /* client connections served at once; more are refused */
+    double   udp_linger;         /* s: a UDP flow lives until quiet both ways this long */
+    int      max_flows;          /* UDP flows at once; new clients beyond are dropped */
     bool     use_splice;         /* move TCP data with splice() (else read/write) */
 };
 

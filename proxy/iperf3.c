@@ -124,12 +124,12 @@ static void test_log_end(struct test *t)
         snprintf(outcome, sizeof(outcome), "closed by the shim: %s", t->failure);
     else
         snprintf(outcome, sizeof(outcome), "control %s", relay_end_str(t->ctrl_end));
-    log_info("test %s: client %s, server %s, mode %s, streams %d, roles %s, "
+    log_info("test %s: client %s, server %s, mode %s, streams %d%s, roles %s, "
              "bytes client->server %" PRIu64 ", server->client %" PRIu64 ", %s",
              t->id, addr_s(&t->client, c), addr_s(&cfg.upstream_addr, s),
              t->have_params ? i3_params_mode(&t->params) : "unknown",
-             t->have_params ? i3_params_stream_count(&t->params) : t->nlegs[SIDE_CLIENT],
-             roles_text(t, roles, sizeof(roles)), t->bytes[0], t->bytes[1], outcome);
+             t->have_params ? t->params.parallel : t->nlegs[SIDE_CLIENT],
+             t->have_params && t->params.bidir ? " each way" : "", roles_text(t, roles, sizeof(roles)), t->bytes[0], t->bytes[1], outcome);
 }
 
 /* Frees the test once nothing of it is alive. */
@@ -274,6 +274,9 @@ static void pair_by_role(struct test *t)
             struct leg *l = t->legs[s][i];
             by[s][l->role][n[s][l->role]++] = l;
         }
+    enum role met[I3_MAX_LEGS];   /* role of the server leg opened for client leg i */
+    for (int i = 0; i < t->nlegs[SIDE_SERVER]; i++)
+        met[i] = t->legs[SIDE_SERVER][i]->role;
     t->paired = true;
     t->busy++;
     for (int k = 0; k < t->params.parallel; k++) {
@@ -285,10 +288,10 @@ static void pair_by_role(struct test *t)
             struct leg *cl = pairs[p][0], *sl = pairs[p][1];
             if (cl->index != sl->index) {
                 t->repaired++;
-                log_info("bidir roles fixed: client %s %s -> server %s (test %s; the server "
-                         "took the connection opened for client stream #%d as its %s)",
-                         role_name(cl->role), addr_s(&cl->peer, who), role_name(sl->role),
-                         t->id, cl->index + 1, cl->role == ROLE_SENDER ? "sender" : "receiver");
+                log_info("bidir roles fixed: client %s %s -> server %s (test %s: in arrival "
+                         "order it would have met a server %s)", role_name(cl->role),
+                         addr_s(&cl->peer, who), role_name(sl->role), t->id,
+                         role_name(met[cl->index]));
             }
             start_pair(t, cl, sl);
         }
@@ -516,6 +519,18 @@ static int ctrl_inspect(void *arg, int from, const uint8_t *buf, size_t len)
     size_t off = 0;
     int rc = 0;
 
+    if (len == 0) {   /* end of this direction: a message cut short is reported */
+        struct i3_event ev;
+        i3_ctrl_eof(&t->parser, dir, &ev);
+        if (ev.kind == I3_EV_SERVER_ERROR) {
+            t->server_error = true;
+            t->err_code = ev.err_code;
+            t->err_errno = ev.err_errno;
+        } else if (ev.kind == I3_EV_ERROR) {
+            log_debug("test %s: %s", t->id, ev.reason);
+        }
+        return 0;
+    }
     t->busy++;
     t->in_inspect = true;
     while (off < len && rc == 0 && t->failure == NULL) {
@@ -525,8 +540,8 @@ static int ctrl_inspect(void *arg, int from, const uint8_t *buf, size_t len)
         switch (ev.kind) {
         case I3_EV_ERROR: {
             char who[ADDR_STR_MAX];
-            log_warn("test %s: closing control connection of %s: %s from the %s", t->id,
-                     addr_s(&t->client, who), ev.reason, dir == I3_C2S ? "client" : "server");
+            log_warn("test %s: closing control connection of %s: %s", t->id,
+                     addr_s(&t->client, who), ev.reason);
             t->failure = "control protocol violation";
             rc = -1;
             break;

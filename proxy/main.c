@@ -6,6 +6,7 @@
 #include "proxy/listener.h"
 #include "proxy/log.h"
 #include "proxy/net.h"
+#include "proxy/udp.h"
 #include "protocol/iperf3_ctrl.h"
 
 #include <errno.h>
@@ -24,6 +25,8 @@ struct shim_config cfg = {
     .role_timeout      = 5.0,
     .params_max        = I3_PARAMS_MAX_DEFAULT,
     .results_max       = I3_RESULTS_MAX_DEFAULT,
+    .udp_linger        = 10.0,
+    .max_flows         = 4096,
     .use_splice        = true,
 };
 
@@ -40,6 +43,10 @@ static void usage(FILE *out)
 "  --idle-timeout S         close a test with no traffic for S, 0 = never (default 300)\n"
 "  --role-timeout S         --bidir: learn stream roles within S after the test starts,\n"
 "                           else pair in arrival order (default 5)\n"
+"  --udp-linger S           a UDP flow (and its upstream port) stays open until quiet\n"
+"                           both ways for S, absorbing late server datagrams (default 10)\n"
+"  --max-flows N            UDP flows at once; datagrams of further clients are dropped\n"
+"                           (default 4096)\n"
 "  --max-params BYTES       longest iperf3 parameters JSON accepted (default 65536)\n"
 "  --max-results BYTES      longest iperf3 results JSON accepted (default 16777216)\n"
 "  --no-splice              move TCP data with read/write instead of splice\n"
@@ -58,14 +65,15 @@ static int parse_seconds(const char *s, double *out)
     return 0;
 }
 
-static int parse_bytes(const char *s, uint32_t *out)
+/* Parses a whole number in [min, max].  Returns 0, or -1 if malformed. */
+static int parse_uint(const char *s, unsigned long min, unsigned long max, unsigned long *out)
 {
     char *end;
     errno = 0;
     unsigned long v = strtoul(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || v < 64 || v > (1ul << 30))
+    if (errno != 0 || end == s || *end != '\0' || *s == '-' || v < min || v > max)
         return -1;
-    *out = (uint32_t)v;
+    *out = v;
     return 0;
 }
 
@@ -76,6 +84,7 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
              i3_live_tests());
     tcp_listener_stop(loop);
     i3_close_all();
+    udp_stop(loop);
     ev_break(loop, EVBREAK_ALL);
 }
 
@@ -92,7 +101,7 @@ static void raise_fd_limit(void)
 int main(int argc, char **argv)
 {
     enum { O_CONNECT = 256, O_HANDSHAKE, O_IDLE, O_ROLE, O_PARAMS, O_RESULTS, O_NOSPLICE,
-           O_LOGLEVEL };
+           O_LOGLEVEL, O_LINGER, O_MAXFLOWS };
     static const struct option opts[] = {
         { "listen", required_argument, NULL, 'l' },
         { "upstream", required_argument, NULL, 'u' },
@@ -103,6 +112,8 @@ int main(int argc, char **argv)
         { "max-params", required_argument, NULL, O_PARAMS },
         { "max-results", required_argument, NULL, O_RESULTS },
         { "no-splice", no_argument, NULL, O_NOSPLICE },
+        { "udp-linger", required_argument, NULL, O_LINGER },
+        { "max-flows", required_argument, NULL, O_MAXFLOWS },
         { "log-level", required_argument, NULL, O_LOGLEVEL },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
@@ -112,6 +123,7 @@ int main(int argc, char **argv)
 
     while ((c = getopt_long(argc, argv, "l:u:h", opts, NULL)) != -1) {
         int bad = 0;
+        unsigned long n = 0;
         switch (c) {
         case 'l': listen_s = optarg; break;
         case 'u': upstream_s = optarg; break;
@@ -119,9 +131,20 @@ int main(int argc, char **argv)
         case O_HANDSHAKE: bad = parse_seconds(optarg, &cfg.handshake_timeout); break;
         case O_IDLE: bad = parse_seconds(optarg, &cfg.idle_timeout); break;
         case O_ROLE: bad = parse_seconds(optarg, &cfg.role_timeout); break;
-        case O_PARAMS: bad = parse_bytes(optarg, &cfg.params_max); break;
-        case O_RESULTS: bad = parse_bytes(optarg, &cfg.results_max); break;
+        case O_PARAMS:
+            bad = parse_uint(optarg, 64, 1ul << 30, &n);
+            cfg.params_max = (uint32_t)n;
+            break;
+        case O_RESULTS:
+            bad = parse_uint(optarg, 64, 1ul << 30, &n);
+            cfg.results_max = (uint32_t)n;
+            break;
         case O_NOSPLICE: cfg.use_splice = false; break;
+        case O_LINGER: bad = parse_seconds(optarg, &cfg.udp_linger); break;
+        case O_MAXFLOWS:
+            bad = parse_uint(optarg, 1, 1000000, &n);
+            cfg.max_flows = (int)n;
+            break;
         case O_LOGLEVEL: bad = log_level_parse(optarg, &log_threshold); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -152,7 +175,11 @@ int main(int argc, char **argv)
     raise_fd_limit();
     struct ev_loop *loop = EV_DEFAULT;
     if (tcp_listener_start(loop, &cfg.listen_addr, cfg.listen_len) == -1) {
-        fprintf(stderr, "iperf-shim: cannot listen on %s: %s\n", listen_s, strerror(errno));
+        fprintf(stderr, "iperf-shim: cannot listen on %s (TCP): %s\n", listen_s, strerror(errno));
+        return 1;
+    }
+    if (udp_start(loop, &cfg.listen_addr, cfg.listen_len) == -1) {
+        fprintf(stderr, "iperf-shim: cannot listen on %s (UDP): %s\n", listen_s, strerror(errno));
         return 1;
     }
     ev_signal sigint, sigterm;
@@ -162,7 +189,7 @@ int main(int argc, char **argv)
     ev_signal_start(loop, &sigterm);
 
     char l[ADDR_STR_MAX], u[ADDR_STR_MAX];
-    log_info("iperf-shim listening on %s (TCP), relaying to %s%s",
+    log_info("iperf-shim listening on %s (TCP and UDP), relaying to %s%s",
              net_addr_str((struct sockaddr *)&cfg.listen_addr, l, sizeof(l)),
              net_addr_str((struct sockaddr *)&cfg.upstream_addr, u, sizeof(u)),
              cfg.use_splice ? "" : " (splice off)");

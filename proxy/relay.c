@@ -230,6 +230,8 @@ static enum io_res flow_read(struct relay *r, int d)
             return IO_REJECT;
         if (n > 0)
             f->buf_len += (size_t)n;
+        if (n == 0 && r->opts.inspect != NULL)
+            r->opts.inspect(r->opts.arg, d, NULL, 0);   /* end of this direction */
     }
     if (n > 0) {
         relay_touch(r);

@@ -59,7 +59,8 @@ struct activity {
 struct relay;
 
 /* Called with bytes read from side `from` before they are forwarded (copy mode
- * only).  Returns 0 to forward them, -1 to end the relay (RELAY_END_INSPECT). */
+ * only), and once with len 0 when that side sent its FIN.  Returns 0 to
+ * forward them, -1 to end the relay (RELAY_END_INSPECT; ignored at FIN). */
 typedef int (*relay_inspect_fn)(void *arg, int from, const uint8_t *buf, size_t len);
 /* Called once when the relay has ended and both sockets are closed.  The
  * owner may call relay_free() from inside it. */

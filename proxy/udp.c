@@ -1,0 +1,641 @@
+#include "proxy/udp.h"
+
+#include "protocol/detect.h"
+#include "proxy/config.h"
+#include "proxy/log.h"
+#include "proxy/net.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define BATCH        32                  /* datagrams per recvmmsg/sendmmsg */
+#define DGRAM_MAX    65536               /* largest datagram (IPv4 65507, IPv6 65527) */
+#define HASH_BUCKETS 4096
+#define SOCKBUF      (4 * 1024 * 1024)   /* listener and upstream socket buffers */
+#define QUEUE_BYTES  (4u * 1024u * 1024u)/* per-flow, per-direction queue bound */
+
+/* A datagram waiting for its socket to become writable. */
+struct qdgram {
+    struct qdgram *next;
+    size_t         len;
+    uint8_t        data[];
+};
+
+/* Bounded FIFO of datagrams. */
+struct dgq {
+    struct qdgram *head, *tail;
+    size_t         bytes;    /* sum of queued lengths */
+    unsigned       count;    /* datagrams queued */
+};
+
+enum flow_proto { FLOW_IPERF3 = 0, FLOW_IPERF2 };
+
+struct flow {
+    struct flow     *hnext;           /* hash chain */
+    struct flow     *wnext;           /* list of flows waiting for the listener to drain */
+    bool             waiting;         /* on that list */
+    struct sockaddr_storage client;   /* the client's address */
+    socklen_t        clen;
+    struct sockaddr_storage local;    /* the address the client sent to (reply source) */
+    int              ufd;             /* upstream socket, connected to the server */
+    ev_io            urd;             /* upstream readable */
+    ev_io            uwr;             /* upstream writable while up-queue is not empty */
+    ev_timer         linger;          /* expiry: quiet both ways for cfg.udp_linger */
+    ev_tstamp        last[2];         /* last datagram from the client [0], server [1] */
+    enum flow_proto  proto;           /* what the first datagram was */
+    struct dgq       q[2];            /* [0] toward server, [1] toward client */
+    uint8_t         *report;          /* iperf2: first Server Report from the server */
+    size_t           report_len;
+    bool             fin_seen;        /* iperf2: the client's final datagram arrived */
+    uint64_t         dgrams[2];       /* datagrams delivered client->server, server->client */
+    uint64_t         bytes[2];        /* bytes delivered, same order */
+    uint64_t         drops;           /* queue overflows */
+    uint32_t         fins;            /* final datagrams received from the client */
+    uint32_t         fins_answered;   /* of those, answered from the kept report */
+    uint32_t         icmp;            /* ICMP errors absorbed on this flow's socket */
+};
+
+static struct {
+    struct ev_loop *loop;
+    int             fd;          /* the listening socket */
+    int             family;      /* its address family */
+    ev_io           rd, wr;      /* readable; writable while flows wait */
+    struct flow    *hash[HASH_BUCKETS];
+    struct flow    *waiting;     /* flows with datagrams queued toward clients */
+    int             nflows;
+    struct udp_counters ctr;
+    ev_tstamp       last_full_log; /* rate limit for "table full" */
+} U = { .fd = -1 };
+
+/* Batch buffers, shared by every read (single-threaded). */
+static uint8_t        bufs[BATCH][DGRAM_MAX];
+static struct iovec   iovs[BATCH];
+static struct mmsghdr msgs[BATCH];
+static struct sockaddr_storage names[BATCH];
+static union { struct cmsghdr align; uint8_t b[128]; } cbufs[BATCH];
+
+/* TEMPORARY until protocol/iperf2 lands: minimal iperf2 UDP recognition. */
+static uint32_t be32(const uint8_t *p)
+{
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+static bool i2_udp_is_fin(const uint8_t *d, size_t len)
+{
+    return len >= 12 && (int32_t)be32(d) < 0;
+}
+static bool i2_udp_is_report(const uint8_t *d, size_t len)
+{
+    (void)d;
+    return len >= 12;
+}
+enum { TMP_IPERF2 = 100 };
+static int detect_udp(const uint8_t *d, size_t len)
+{
+    (void)d;
+    if (len == 4)
+        return DETECT_IPERF3;
+    return len >= 12 ? TMP_IPERF2 : DETECT_UNKNOWN;
+}
+
+const struct udp_counters *udp_counters(void)
+{
+    return &U.ctr;
+}
+
+int udp_live_flows(void)
+{
+    return U.nflows;
+}
+
+/* ------------------------------------------------------------ addresses */
+
+static bool sa_equal(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family)
+        return false;
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+    return x->sin6_port == y->sin6_port &&
+           memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+}
+
+static unsigned sa_hash(const struct sockaddr_storage *a)
+{
+    const uint8_t *p;
+    size_t n;
+    uint32_t h = 2166136261u;
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *s = (const void *)a;
+        p = (const uint8_t *)&s->sin_addr;
+        n = sizeof(s->sin_addr);
+        h = (h ^ s->sin_port) * 16777619u;
+    } else {
+        const struct sockaddr_in6 *s = (const void *)a;
+        p = (const uint8_t *)&s->sin6_addr;
+        n = sizeof(s->sin6_addr);
+        h = (h ^ s->sin6_port) * 16777619u;
+    }
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 16777619u;
+    return h % HASH_BUCKETS;
+}
+
+/* Local (destination) address of a received datagram from its pktinfo. */
+static void local_from_cmsg(struct msghdr *mh, struct sockaddr_storage *local)
+{
+    memset(local, 0, sizeof(*local));
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(mh); c; c = CMSG_NXTHDR(mh, c)) {
+        if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO) {
+            struct in6_pktinfo pi;
+            memcpy(&pi, CMSG_DATA(c), sizeof(pi));
+            struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)local;
+            s6->sin6_family = AF_INET6;
+            s6->sin6_addr = pi.ipi6_addr;
+            return;
+        }
+        if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO && U.family == AF_INET) {
+            struct in_pktinfo pi;
+            memcpy(&pi, CMSG_DATA(c), sizeof(pi));
+            struct sockaddr_in *s4 = (struct sockaddr_in *)local;
+            s4->sin_family = AF_INET;
+            s4->sin_addr = pi.ipi_addr;
+            return;
+        }
+    }
+}
+
+/* Fills a control buffer that makes a reply leave from `local`.  Returns its
+ * length (0 when the local address is unknown: the kernel chooses). */
+static size_t pktinfo_cmsg(const struct sockaddr_storage *local, void *buf, size_t bufsz)
+{
+    struct msghdr mh = { .msg_control = buf, .msg_controllen = bufsz };
+    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+    if (local->ss_family == AF_INET6) {
+        struct in6_pktinfo pi = { .ipi6_addr = ((const struct sockaddr_in6 *)local)->sin6_addr };
+        c->cmsg_level = IPPROTO_IPV6;
+        c->cmsg_type = IPV6_PKTINFO;
+        c->cmsg_len = CMSG_LEN(sizeof(pi));
+        memcpy(CMSG_DATA(c), &pi, sizeof(pi));
+        return CMSG_SPACE(sizeof(pi));
+    }
+    if (local->ss_family == AF_INET) {
+        struct in_pktinfo pi = { .ipi_spec_dst = ((const struct sockaddr_in *)local)->sin_addr };
+        c->cmsg_level = IPPROTO_IP;
+        c->cmsg_type = IP_PKTINFO;
+        c->cmsg_len = CMSG_LEN(sizeof(pi));
+        memcpy(CMSG_DATA(c), &pi, sizeof(pi));
+        return CMSG_SPACE(sizeof(pi));
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- queues */
+
+static bool dgq_push(struct dgq *q, const uint8_t *data, size_t len)
+{
+    if (q->bytes + len > QUEUE_BYTES)
+        return false;
+    struct qdgram *d = malloc(sizeof(*d) + len);
+    if (d == NULL)
+        return false;
+    d->next = NULL;
+    d->len = len;
+    memcpy(d->data, data, len);
+    if (q->tail)
+        q->tail->next = d;
+    else
+        q->head = d;
+    q->tail = d;
+    q->bytes += len;
+    q->count++;
+    return true;
+}
+
+static void dgq_pop(struct dgq *q)
+{
+    struct qdgram *d = q->head;
+    q->head = d->next;
+    if (q->head == NULL)
+        q->tail = NULL;
+    q->bytes -= d->len;
+    q->count--;
+    free(d);
+}
+
+static void dgq_clear(struct dgq *q)
+{
+    while (q->head)
+        dgq_pop(q);
+}
+
+/* ------------------------------------------------------------ flow life */
+
+static const char *client_s(const struct flow *f, char *buf)
+{
+    return net_addr_str((const struct sockaddr *)&f->client, buf, ADDR_STR_MAX);
+}
+
+static void flow_log_end(const struct flow *f)
+{
+    char c[ADDR_STR_MAX];
+    if (f->proto == FLOW_IPERF2) {
+        log_info("iperf2 UDP flow %s ended: %" PRIu64 " datagrams to server, %" PRIu64
+                 " to client; final datagrams %" PRIu32 " (%" PRIu32 " answered by the shim), "
+                 "Server Report %s; ICMP errors absorbed %" PRIu32 "; queue drops %" PRIu64,
+                 client_s(f, c), f->dgrams[0], f->dgrams[1], f->fins, f->fins_answered,
+                 f->report ? "relayed" : (f->fin_seen ? "never came" : "not due"), f->icmp,
+                 f->drops);
+    } else {
+        log_debug("iperf3 UDP stream %s ended: %" PRIu64 " datagrams to server, %" PRIu64
+                  " to client, ICMP errors absorbed %" PRIu32 ", queue drops %" PRIu64,
+                  client_s(f, c), f->dgrams[0], f->dgrams[1], f->icmp, f->drops);
+    }
+}
+
+static void flow_free(struct flow *f)
+{
+    unsigned h = sa_hash(&f->client);
+    for (struct flow **pp = &U.hash[h]; *pp; pp = &(*pp)->hnext) {
+        if (*pp == f) {
+            *pp = f->hnext;
+            break;
+        }
+    }
+    if (f->waiting) {
+        for (struct flow **pp = &U.waiting; *pp; pp = &(*pp)->wnext) {
+            if (*pp == f) {
+                *pp = f->wnext;
+                break;
+            }
+        }
+    }
+    flow_log_end(f);
+    ev_io_stop(U.loop, &f->urd);
+    ev_io_stop(U.loop, &f->uwr);
+    ev_timer_stop(U.loop, &f->linger);
+    close(f->ufd);
+    dgq_clear(&f->q[0]);
+    dgq_clear(&f->q[1]);
+    free(f->report);
+    free(f);
+    U.nflows--;
+}
+
+static void linger_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    struct flow *f = w->data;
+    ev_tstamp last = f->last[0] > f->last[1] ? f->last[0] : f->last[1];
+    ev_tstamp left = last + cfg.udp_linger - ev_now(loop);
+    if (left > 0 || f->q[0].count > 0 || f->q[1].count > 0) {
+        w->repeat = left > 0.05 ? left : 0.05;
+        ev_timer_again(loop, w);
+        return;
+    }
+    flow_free(f);
+}
+
+/* ---------------------------------------------------------- to the client */
+
+/* Sends one datagram to the client from the address it sent to.  Returns
+ * 0 sent, 1 would block, -1 dropped for good. */
+static int send_to_client(struct flow *f, const uint8_t *data, size_t len)
+{
+    union { struct cmsghdr align; uint8_t b[64]; } cb;
+    struct iovec iov = { .iov_base = (void *)data, .iov_len = len };
+    struct msghdr mh = {
+        .msg_name = &f->client, .msg_namelen = f->clen, .msg_iov = &iov, .msg_iovlen = 1,
+        .msg_control = cb.b,
+    };
+    mh.msg_controllen = pktinfo_cmsg(&f->local, cb.b, sizeof(cb.b));
+    if (mh.msg_controllen == 0)
+        mh.msg_control = NULL;
+    for (int tries = 0; tries < 2; tries++) {
+        if (sendmsg(U.fd, &mh, MSG_DONTWAIT) >= 0) {
+            f->dgrams[1]++;
+            f->bytes[1] += len;
+            return 0;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)
+            return 1;
+        if (errno != ECONNREFUSED && errno != EINTR)
+            return -1;
+        /* an earlier ICMP error surfaced here: absorbed, try again */
+        U.ctr.icmp_absorbed++;
+    }
+    return -1;
+}
+
+static void flow_wait_listener(struct flow *f)
+{
+    if (!f->waiting) {
+        f->waiting = true;
+        f->wnext = U.waiting;
+        U.waiting = f;
+    }
+    if (!ev_is_active(&U.wr))
+        ev_io_start(U.loop, &U.wr);
+}
+
+static void deliver_to_client(struct flow *f, const uint8_t *data, size_t len)
+{
+    if (f->q[1].count == 0) {
+        int r = send_to_client(f, data, len);
+        if (r <= 0)
+            return;
+    }
+    if (!dgq_push(&f->q[1], data, len)) {
+        f->drops++;
+        U.ctr.queue_drops++;
+        return;
+    }
+    flow_wait_listener(f);
+}
+
+static void listener_writable_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)revents;
+    struct flow **pp = &U.waiting;
+    while (*pp) {
+        struct flow *f = *pp;
+        while (f->q[1].head) {
+            int r = send_to_client(f, f->q[1].head->data, f->q[1].head->len);
+            if (r == 1)
+                return;   /* still full: stay armed */
+            dgq_pop(&f->q[1]);
+        }
+        f->waiting = false;
+        *pp = f->wnext;
+    }
+    ev_io_stop(loop, w);
+}
+
+/* ------------------------------------------------------------ to the server */
+
+/* Sends one datagram upstream.  Returns 0 sent, 1 would block, -1 dropped. */
+static int send_to_server(struct flow *f, const uint8_t *data, size_t len)
+{
+    for (int tries = 0; tries < 2; tries++) {
+        if (send(f->ufd, data, len, MSG_DONTWAIT) >= 0) {
+            f->dgrams[0]++;
+            f->bytes[0] += len;
+            return 0;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)
+            return 1;
+        if (errno != ECONNREFUSED && errno != EINTR)
+            return -1;
+        /* the server's port was unreachable earlier (ICMP): absorbed */
+        f->icmp++;
+        U.ctr.icmp_absorbed++;
+        log_debug("ICMP error absorbed on the upstream socket of a UDP flow");
+    }
+    return -1;
+}
+
+static void deliver_to_server(struct flow *f, const uint8_t *data, size_t len)
+{
+    if (f->q[0].count == 0) {
+        int r = send_to_server(f, data, len);
+        if (r <= 0)
+            return;
+    }
+    if (!dgq_push(&f->q[0], data, len)) {
+        f->drops++;
+        U.ctr.queue_drops++;
+        return;
+    }
+    if (!ev_is_active(&f->uwr))
+        ev_io_start(U.loop, &f->uwr);
+}
+
+static void upstream_writable_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)revents;
+    struct flow *f = w->data;
+    while (f->q[0].head) {
+        if (send_to_server(f, f->q[0].head->data, f->q[0].head->len) == 1)
+            return;
+        dgq_pop(&f->q[0]);
+    }
+    ev_io_stop(loop, w);
+}
+
+/* A datagram from the client. */
+static void from_client(struct flow *f, const uint8_t *data, size_t len)
+{
+    f->last[0] = ev_now(U.loop);
+    if (f->proto == FLOW_IPERF2 && i2_udp_is_fin(data, len)) {
+        f->fins++;
+        f->fin_seen = true;
+        if (f->report != NULL) {
+            /* answered from the report already relayed: nothing goes upstream */
+            f->fins_answered++;
+            U.ctr.fins_answered++;
+            deliver_to_client(f, f->report, f->report_len);
+            return;
+        }
+    }
+    deliver_to_server(f, data, len);
+}
+
+/* Datagrams from the server. */
+static void upstream_readable_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)revents;
+    struct flow *f = w->data;
+    for (int i = 0; i < BATCH; i++) {
+        iovs[i] = (struct iovec){ .iov_base = bufs[i], .iov_len = DGRAM_MAX };
+        msgs[i].msg_hdr = (struct msghdr){ .msg_iov = &iovs[i], .msg_iovlen = 1 };
+    }
+    int n = recvmmsg(f->ufd, msgs, BATCH, MSG_DONTWAIT, NULL);
+    if (n == -1) {
+        if (errno == ECONNREFUSED) {
+            /* ICMP port-unreachable from the server side: absorbed */
+            f->icmp++;
+            U.ctr.icmp_absorbed++;
+            log_debug("ICMP error absorbed on the upstream socket of a UDP flow");
+        }
+        return;
+    }
+    f->last[1] = ev_now(loop);
+    for (int i = 0; i < n; i++) {
+        const uint8_t *d = bufs[i];
+        size_t len = msgs[i].msg_len;
+        if (f->proto == FLOW_IPERF2 && f->fin_seen && f->report == NULL &&
+            i2_udp_is_report(d, len) && (f->report = malloc(len)) != NULL) {
+            memcpy(f->report, d, len);
+            f->report_len = len;
+        }
+        deliver_to_client(f, d, len);
+    }
+}
+
+/* ------------------------------------------------------------ new flows */
+
+static struct flow *flow_lookup(const struct sockaddr_storage *client)
+{
+    for (struct flow *f = U.hash[sa_hash(client)]; f; f = f->hnext)
+        if (sa_equal(&f->client, client))
+            return f;
+    return NULL;
+}
+
+static struct flow *flow_new(const struct sockaddr_storage *client, socklen_t clen,
+                             const struct sockaddr_storage *local, enum flow_proto proto)
+{
+    char c[ADDR_STR_MAX];
+    if (U.nflows >= cfg.max_flows) {
+        U.ctr.refused_flows++;
+        if (ev_now(U.loop) - U.last_full_log > 5) {
+            U.last_full_log = ev_now(U.loop);
+            log_warn("UDP flow table full (%d flows): dropping datagrams of new client %s "
+                     "(%" PRIu64 " so far)", cfg.max_flows,
+                     net_addr_str((const struct sockaddr *)client, c, sizeof(c)),
+                     U.ctr.refused_flows);
+        }
+        return NULL;
+    }
+    int fd = socket(cfg.upstream_addr.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd == -1) {
+        log_warn("no socket for a UDP flow: %s", strerror(errno));
+        return NULL;
+    }
+    int sz = SOCKBUF;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+    if (connect(fd, (const struct sockaddr *)&cfg.upstream_addr, cfg.upstream_len) == -1) {
+        log_warn("cannot open a UDP flow to the server: %s", strerror(errno));
+        close(fd);
+        return NULL;
+    }
+    struct flow *f = calloc(1, sizeof(*f));
+    if (f == NULL) {
+        close(fd);
+        return NULL;
+    }
+    f->client = *client;
+    f->clen = clen;
+    f->local = *local;
+    f->ufd = fd;
+    f->proto = proto;
+    f->last[0] = f->last[1] = ev_now(U.loop);
+    ev_io_init(&f->urd, upstream_readable_cb, fd, EV_READ);
+    ev_io_init(&f->uwr, upstream_writable_cb, fd, EV_WRITE);
+    f->urd.data = f->uwr.data = f;
+    ev_init(&f->linger, linger_cb);
+    f->linger.repeat = cfg.udp_linger;
+    f->linger.data = f;
+    ev_io_start(U.loop, &f->urd);
+    ev_timer_again(U.loop, &f->linger);
+    unsigned h = sa_hash(client);
+    f->hnext = U.hash[h];
+    U.hash[h] = f;
+    U.nflows++;
+    U.ctr.flows++;
+    log_debug("new %s UDP flow from %s", proto == FLOW_IPERF2 ? "iperf2" : "iperf3",
+              net_addr_str((const struct sockaddr *)client, c, sizeof(c)));
+    return f;
+}
+
+static void listener_readable_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop; (void)w; (void)revents;
+    for (int i = 0; i < BATCH; i++) {
+        iovs[i] = (struct iovec){ .iov_base = bufs[i], .iov_len = DGRAM_MAX };
+        msgs[i].msg_hdr = (struct msghdr){
+            .msg_name = &names[i], .msg_namelen = sizeof(names[i]),
+            .msg_iov = &iovs[i], .msg_iovlen = 1,
+            .msg_control = cbufs[i].b, .msg_controllen = sizeof(cbufs[i].b),
+        };
+    }
+    int n = recvmmsg(U.fd, msgs, BATCH, MSG_DONTWAIT, NULL);
+    if (n == -1) {
+        if (errno == ECONNREFUSED)
+            U.ctr.icmp_absorbed++;
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        struct msghdr *mh = &msgs[i].msg_hdr;
+        const uint8_t *d = bufs[i];
+        size_t len = msgs[i].msg_len;
+        if (mh->msg_flags & MSG_TRUNC) {
+            U.ctr.junk++;
+            continue;
+        }
+        struct flow *f = flow_lookup(&names[i]);
+        if (f == NULL) {
+            struct sockaddr_storage local;
+            enum flow_proto proto;
+            switch (detect_udp(d, len)) {
+            case DETECT_IPERF3: proto = FLOW_IPERF3; break;
+            case TMP_IPERF2: proto = FLOW_IPERF2; break;
+            default:
+                U.ctr.junk++;
+                continue;
+            }
+            local_from_cmsg(mh, &local);
+            f = flow_new(&names[i], mh->msg_namelen, &local, proto);
+            if (f == NULL)
+                continue;
+        }
+        from_client(f, d, len);
+    }
+}
+
+/* ------------------------------------------------------------ set-up */
+
+int udp_start(struct ev_loop *loop, const struct sockaddr_storage *addr, socklen_t len)
+{
+    int one = 1, zero = 0, sz = SOCKBUF;
+    int fd = socket(addr->ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd == -1)
+        return -1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &sz, sizeof(sz)) == -1)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &sz, sizeof(sz)) == -1)
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+    if (addr->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)addr;
+        if (IN6_IS_ADDR_UNSPECIFIED(&s6->sin6_addr))
+            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+        setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one));
+    } else {
+        setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one));
+    }
+    if (bind(fd, (const struct sockaddr *)addr, len) == -1) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    U.loop = loop;
+    U.fd = fd;
+    U.family = addr->ss_family;
+    ev_io_init(&U.rd, listener_readable_cb, fd, EV_READ);
+    ev_io_init(&U.wr, listener_writable_cb, fd, EV_WRITE);
+    ev_io_start(loop, &U.rd);
+    return 0;
+}
+
+void udp_stop(struct ev_loop *loop)
+{
+    if (U.fd < 0)
+        return;
+    for (int h = 0; h < HASH_BUCKETS; h++)
+        while (U.hash[h])
+            flow_free(U.hash[h]);
+    ev_io_stop(loop, &U.rd);
+    ev_io_stop(loop, &U.wr);
+    close(U.fd);
+    U.fd = -1;
+}

@@ -1,0 +1,49 @@
+/*
+ * UDP relay: iperf3 UDP streams and iperf2 UDP tests through the shim, and
+ * the fix for iperf2 ticket #391 (a Windows server killed by an ICMP
+ * port-unreachable).
+ *
+ * One wildcard listening socket on the listen port takes every client
+ * datagram (recvmmsg batches) and learns the address the client sent to
+ * (IP_PKTINFO / IPV6_RECVPKTINFO), so replies leave from that address.
+ * Datagrams are dispatched to flows by (client address, local address).
+ * A flow is created only for a first datagram that looks like iperf (an
+ * iperf3 stream request or an iperf2 datagram); junk is counted and dropped.
+ *
+ * Each flow has its own upstream socket on a fresh ephemeral port,
+ * connected to the server.  The flow lives until it has been quiet both
+ * ways for --udp-linger seconds, so whatever the server still sends after
+ * the client left (late Server Reports) lands on an open shim socket: the
+ * server never receives an ICMP port-unreachable because a client went
+ * away.  ICMP errors that reach the shim's own sockets are counted and
+ * absorbed, never fatal and never passed on.
+ *
+ * iperf2: the client repeats its final datagram (negative sequence number)
+ * until a Server Report comes back.  The first report the server sends is
+ * kept; later repeats of the final datagram are answered from it instead of
+ * being forwarded, so fewer reports travel toward a closing port.
+ */
+#ifndef IPERF_SHIM_PROXY_UDP_H
+#define IPERF_SHIM_PROXY_UDP_H
+
+#include <ev.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct udp_counters {
+    uint64_t junk;            /* datagrams dropped: not iperf, no flow */
+    uint64_t refused_flows;   /* first datagrams dropped: flow table full */
+    uint64_t icmp_absorbed;   /* ICMP errors (ECONNREFUSED) seen on shim sockets */
+    uint64_t queue_drops;     /* datagrams dropped: a per-flow queue was full */
+    uint64_t fins_answered;   /* iperf2 final datagrams answered from a kept report */
+    uint64_t flows;           /* flows created */
+};
+
+/* Opens the UDP listener on the listen address.  Returns 0, or -1 with errno. */
+int  udp_start(struct ev_loop *loop, const struct sockaddr_storage *addr, socklen_t len);
+void udp_stop(struct ev_loop *loop);
+
+const struct udp_counters *udp_counters(void);
+int  udp_live_flows(void);
+
+#endif
