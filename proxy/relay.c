@@ -235,6 +235,7 @@ static enum io_res flow_read(struct relay *r, int d)
     }
     if (n > 0) {
         relay_touch(r);
+        f->last_in = ev_now(r->loop);
         return IO_OK;
     }
     if (n == 0)
@@ -257,20 +258,37 @@ static void flow_discard(struct flow *f)
     f->in_pipe = 0;
 }
 
+/* Side `side` reset its connection.  Returns true if it had finished
+ * sending (see relay.h): then only the flow toward it ends, the flow from it
+ * delivers what it holds and passes on a FIN.  Returns false for a reset in
+ * the middle of its transfer: the relay must end with a reset. */
+static bool side_reset(struct relay *r, int side)
+{
+    struct flow *from = &r->f[side], *to = &r->f[1 - side];
+    r->err = errno;
+    r->err_side = side;
+    bool finished = from->state == FLOW_DRAIN || from->state == FLOW_SHUT ||
+                    from->state == FLOW_DISCARD ||
+                    (flow_pending(from) == 0 && from->last_in <= to->last_in);
+    if (!finished)
+        return false;
+    r->reset_absorbed = true;
+    if (from->state == FLOW_OPEN)
+        from->state = FLOW_DRAIN;
+    else if (from->state == FLOW_DISCARD)
+        from->state = FLOW_SHUT;
+    flow_discard(to);
+    to->state = to->state == FLOW_OPEN ? FLOW_DISCARD : FLOW_SHUT;
+    return true;
+}
+
 /* A write to the destination of flow d failed.  Returns true if the relay
- * goes on (the destination had finished sending: reset after FIN), false if
- * the relay must end with a reset. */
+ * goes on (see side_reset), false if it must end with a reset. */
 static bool flow_dst_failed(struct relay *r, int d)
 {
-    struct flow *back = &r->f[1 - d];   /* the flow coming from that destination */
-    r->err = errno;
-    r->err_side = 1 - d;
-    if (back->state == FLOW_DRAIN || back->state == FLOW_SHUT) {
-        flow_discard(&r->f[d]);
-        r->f[d].state = r->f[d].state == FLOW_OPEN ? FLOW_DISCARD : FLOW_SHUT;
-        return true;
-    }
-    return false;
+    if (errno != ECONNRESET && errno != EPIPE && errno != ENOTCONN)
+        return false;
+    return side_reset(r, 1 - d);
 }
 
 /* Forwards a FIN once everything before it was delivered.  Returns false on
@@ -340,10 +358,11 @@ static void on_readable(struct relay *r, int d)
             return;
         }
         if (res == IO_FAIL) {
+            if (errno == ECONNRESET && side_reset(r, d))
+                break;   /* it had finished sending: the other side gets a FIN */
             r->err = errno;
             r->err_side = d;
-            relay_end(r, (errno == ECONNRESET || errno == EPIPE) ? RELAY_END_RESET
-                                                                 : RELAY_END_ERROR);
+            relay_end(r, errno == ECONNRESET ? RELAY_END_RESET : RELAY_END_ERROR);
             return;
         }
         if (res == IO_EOF) {

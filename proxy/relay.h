@@ -16,11 +16,15 @@
  * watcher masks are recomputed after every event.
  *
  * Closing rules: FIN is propagated as a half-close, the other direction
- * keeps flowing; the relay ends when both flows are SHUT.  A reset that
- * arrives mid-transfer resets the other side too (a real failure is not
- * hidden).  A reset from a side that had already finished sending (the
- * reset-after-FIN of Microsoft KB Q152474) ends only the flow toward it:
- * everything it sent is still delivered and the other side sees a FIN.
+ * keeps flowing; the relay ends when both flows are SHUT.  A reset from a
+ * side that had finished sending ends only the flow toward it: everything it
+ * sent is still delivered and the other side sees a FIN, not a reset.  A side
+ * has finished sending when it sent its FIN before the reset (the
+ * reset-after-FIN of Microsoft KB Q152474), or when it was the receiving
+ * side at the moment of the reset: nothing of its own was pending and the
+ * last bytes moved toward it, not from it (a server closing with unread
+ * data).  A reset from a side that was sending (mid-transfer) resets the
+ * other side too: real failures are not hidden.
  */
 #ifndef IPERF_SHIM_PROXY_RELAY_H
 #define IPERF_SHIM_PROXY_RELAY_H
@@ -86,6 +90,7 @@ struct flow {
     size_t    buf_len;       /* end of pending bytes in buf */
     uint64_t  bytes;         /* bytes delivered to dst */
     bool      wr_blocked;    /* last write to dst hit EAGAIN: watch for writability */
+    ev_tstamp last_in;       /* when bytes were last read from src (0: never) */
 };
 
 struct relay {
@@ -101,6 +106,8 @@ struct relay {
     bool       ended;            /* done was called (or is being called) */
     int        err;              /* errno of the failure that ended it, 0 if none */
     int        err_side;         /* side whose socket failed, -1 if none */
+    bool       reset_absorbed;   /* err_side reset after it had finished sending; the
+                                    other side got everything and a FIN */
     void      *owner;            /* free for the owner's use */
 };
 

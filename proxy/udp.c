@@ -78,6 +78,7 @@ static struct iovec   iovs[BATCH];
 static struct mmsghdr msgs[BATCH];
 static struct sockaddr_storage names[BATCH];
 static union { struct cmsghdr align; uint8_t b[128]; } cbufs[BATCH];
+static struct mmsghdr outs[BATCH];   /* sendmmsg batch */
 
 /* TEMPORARY until protocol/iperf2 lands: minimal iperf2 UDP recognition. */
 static uint32_t be32(const uint8_t *p)
@@ -360,6 +361,46 @@ static void deliver_to_client(struct flow *f, const uint8_t *data, size_t len)
     flow_wait_listener(f);
 }
 
+/* Sends bufs[0..n) (lengths in msgs[]) to the client in one sendmmsg; what
+ * the socket does not take is queued. */
+static void send_batch_to_client(struct flow *f, int n)
+{
+    union { struct cmsghdr align; uint8_t b[64]; } cb;
+    size_t clen = pktinfo_cmsg(&f->local, cb.b, sizeof(cb.b));
+    int sent = 0, absorbed = 0;
+
+    if (f->q[1].count == 0) {
+        for (int i = 0; i < n; i++) {
+            iovs[i].iov_len = msgs[i].msg_len;
+            outs[i].msg_hdr = (struct msghdr){
+                .msg_name = &f->client, .msg_namelen = f->clen,
+                .msg_iov = &iovs[i], .msg_iovlen = 1,
+                .msg_control = clen ? cb.b : NULL, .msg_controllen = clen,
+            };
+        }
+        while (sent < n) {
+            int r = sendmmsg(U.fd, outs + sent, (unsigned)(n - sent), MSG_DONTWAIT);
+            if (r > 0) {
+                for (int i = sent; i < sent + r; i++)
+                    f->bytes[1] += msgs[i].msg_len;
+                f->dgrams[1] += (uint64_t)r;
+                sent += r;
+                continue;
+            }
+            if (r == -1 && errno == ECONNREFUSED && absorbed++ < 2) {
+                U.ctr.icmp_absorbed++;   /* an earlier ICMP error surfaced: absorbed */
+                continue;
+            }
+            if (r == -1 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS))
+                break;
+            sent++;   /* this datagram cannot be sent: drop it, go on */
+            f->drops++;
+        }
+    }
+    for (int i = sent; i < n; i++)
+        deliver_to_client(f, bufs[i], msgs[i].msg_len);
+}
+
 static void listener_writable_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)revents;
@@ -429,8 +470,9 @@ static void upstream_writable_cb(struct ev_loop *loop, ev_io *w, int revents)
     ev_io_stop(loop, w);
 }
 
-/* A datagram from the client. */
-static void from_client(struct flow *f, const uint8_t *data, size_t len)
+/* A datagram from the client.  Returns true if it goes to the server (the
+ * caller sends it, batched), false if it was answered here. */
+static bool from_client(struct flow *f, const uint8_t *data, size_t len)
 {
     f->last[0] = ev_now(U.loop);
     if (f->proto == FLOW_IPERF2 && i2_udp_is_fin(data, len)) {
@@ -441,10 +483,48 @@ static void from_client(struct flow *f, const uint8_t *data, size_t len)
             f->fins_answered++;
             U.ctr.fins_answered++;
             deliver_to_client(f, f->report, f->report_len);
-            return;
+            return false;
         }
     }
-    deliver_to_server(f, data, len);
+    return true;
+}
+
+/* Sends bufs[start..start+n) to the server in one sendmmsg; what the socket
+ * does not take is queued. */
+static void send_batch_to_server(struct flow *f, int start, int n)
+{
+    int sent = 0, absorbed = 0;
+    if (f == NULL || n == 0)
+        return;
+    if (f->q[0].count == 0) {
+        for (int i = 0; i < n; i++) {
+            iovs[start + i].iov_len = msgs[start + i].msg_len;
+            outs[i].msg_hdr = (struct msghdr){ .msg_iov = &iovs[start + i], .msg_iovlen = 1 };
+        }
+        while (sent < n) {
+            int r = sendmmsg(f->ufd, outs + sent, (unsigned)(n - sent), MSG_DONTWAIT);
+            if (r > 0) {
+                for (int i = sent; i < sent + r; i++)
+                    f->bytes[0] += msgs[start + i].msg_len;
+                f->dgrams[0] += (uint64_t)r;
+                sent += r;
+                continue;
+            }
+            if (r == -1 && errno == ECONNREFUSED && absorbed++ < 2) {
+                /* the server's port was unreachable earlier (ICMP): absorbed */
+                f->icmp++;
+                U.ctr.icmp_absorbed++;
+                log_debug("ICMP error absorbed on the upstream socket of a UDP flow");
+                continue;
+            }
+            if (r == -1 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS))
+                break;
+            sent++;   /* this datagram cannot be sent: drop it, go on */
+            f->drops++;
+        }
+    }
+    for (int i = sent; i < n; i++)
+        deliver_to_server(f, bufs[start + i], msgs[start + i].msg_len);
 }
 
 /* Datagrams from the server. */
@@ -475,8 +555,8 @@ static void upstream_readable_cb(struct ev_loop *loop, ev_io *w, int revents)
             memcpy(f->report, d, len);
             f->report_len = len;
         }
-        deliver_to_client(f, d, len);
     }
+    send_batch_to_client(f, n);
 }
 
 /* ------------------------------------------------------------ new flows */
@@ -563,6 +643,8 @@ static void listener_readable_cb(struct ev_loop *loop, ev_io *w, int revents)
             U.ctr.icmp_absorbed++;
         return;
     }
+    struct flow *run = NULL;   /* flow of the pending run of datagrams bound upstream */
+    int run_start = 0, run_len = 0;
     for (int i = 0; i < n; i++) {
         struct msghdr *mh = &msgs[i].msg_hdr;
         const uint8_t *d = bufs[i];
@@ -587,8 +669,17 @@ static void listener_readable_cb(struct ev_loop *loop, ev_io *w, int revents)
             if (f == NULL)
                 continue;
         }
-        from_client(f, d, len);
+        if (!from_client(f, d, len))
+            continue;   /* handled here (answered from a kept report) */
+        if (run != f || run_start + run_len != i) {
+            send_batch_to_server(run, run_start, run_len);
+            run = f;
+            run_start = i;
+            run_len = 0;
+        }
+        run_len++;
     }
+    send_batch_to_server(run, run_start, run_len);
 }
 
 /* ------------------------------------------------------------ set-up */
