@@ -6,11 +6,16 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+enum shim_protocol { PROTO_AUTO = 0, PROTO_IPERF2, PROTO_IPERF3 };
+
 struct shim_config {
     struct sockaddr_storage listen_addr;    /* where clients connect (TCP and UDP) */
     socklen_t               listen_len;
-    struct sockaddr_storage upstream_addr;  /* the legacy iperf server */
+    struct sockaddr_storage upstream_addr;  /* the legacy iperf server (iperf3) */
     socklen_t               upstream_len;
+    struct sockaddr_storage upstream2_addr; /* the iperf2 server (default: upstream_addr) */
+    socklen_t               upstream2_len;
+    enum shim_protocol      protocol;       /* which protocols the listen port serves */
     double   connect_timeout;    /* s: upstream TCP connect must complete within this */
     double   handshake_timeout;  /* s: a new client connection must send its cookie/header */
     double   idle_timeout;       /* s: a relay with no traffic either way is closed (0: never) */

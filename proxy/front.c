@@ -1,7 +1,9 @@
 #include "proxy/front.h"
 
 #include "protocol/detect.h"
+#include "protocol/iperf3_ctrl.h"
 #include "proxy/config.h"
+#include "proxy/iperf2.h"
 #include "proxy/iperf3.h"
 #include "proxy/log.h"
 #include "proxy/net.h"
@@ -47,12 +49,34 @@ static void hexdump(const uint8_t *b, size_t n, char *out, size_t outsz)
     out[o] = '\0';
 }
 
+/* Closes a client that is not speaking a protocol this shim serves. */
+static void front_reject(struct ev_loop *loop, struct front *f, const char *what)
+{
+    char who[ADDR_STR_MAX], hex[2 * 16 + 1];
+    hexdump(f->buf, f->got < 16 ? f->got : 16, hex, sizeof(hex));
+    log_warn("closing client %s: %s (first bytes %s)",
+             net_addr_str((struct sockaddr *)&f->peer, who, sizeof(who)), what, hex);
+    front_free(loop, f, true);
+}
+
+static bool all_printable(const uint8_t *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (b[i] < 0x20 || b[i] > 0x7e)
+            return false;
+    return true;
+}
+
 static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)revents;
     struct front *f = w->data;
     char who[ADDR_STR_MAX];
-    ssize_t n = read(f->fd, f->buf + f->got, sizeof(f->buf) - f->got);
+    /* while it may be an iperf3 cookie, read no further than the cookie: what
+     * follows belongs to the session */
+    size_t want = (f->got < I3_COOKIE_SIZE && all_printable(f->buf, f->got))
+                      ? I3_COOKIE_SIZE - f->got : sizeof(f->buf) - f->got;
+    ssize_t n = read(f->fd, f->buf + f->got, want);
 
     if (n == -1 && (errno == EAGAIN || errno == EINTR))
         return;
@@ -64,27 +88,31 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
         return;
     }
     f->got += (size_t)n;
-    switch (detect_tcp(f->buf, f->got)) {
-    case DETECT_NEED_MORE:
+    enum detect_verdict v = detect_tcp(f->buf, f->got);
+    if (v == DETECT_NEED_MORE)
         return;
-    case DETECT_IPERF3: {
-        int fd = f->fd;
-        struct sockaddr_storage peer = f->peer;
-        uint8_t cookie[DETECT_MAX_BYTES];
-        memcpy(cookie, f->buf, sizeof(cookie));
-        front_free(loop, f, false);
-        i3_accept(loop, fd, &peer, cookie);
+    if ((v == DETECT_IPERF3 && cfg.protocol == PROTO_IPERF2) ||
+        (v == DETECT_IPERF2 && cfg.protocol == PROTO_IPERF3)) {
+        front_reject(loop, f, v == DETECT_IPERF3 ? "iperf3 client, but --protocol iperf2"
+                                                 : "iperf2 client, but --protocol iperf3");
         return;
     }
-    case DETECT_UNKNOWN: {
-        char hex[2 * 16 + 1];
-        hexdump(f->buf, f->got < 16 ? f->got : 16, hex, sizeof(hex));
-        log_warn("closing client %s: not an iperf3 cookie (first bytes %s)",
-                 net_addr_str((struct sockaddr *)&f->peer, who, sizeof(who)), hex);
-        front_free(loop, f, true);
+    if (v == DETECT_UNKNOWN) {
+        front_reject(loop, f, cfg.protocol == PROTO_IPERF3 ? "not an iperf3 cookie"
+                              : cfg.protocol == PROTO_IPERF2 ? "not an iperf2 test header"
+                              : "neither an iperf3 cookie nor an iperf2 test header");
         return;
     }
-    }
+    int fd = f->fd;
+    struct sockaddr_storage peer = f->peer;
+    uint8_t first[DETECT_MAX_BYTES];
+    size_t got = f->got;
+    memcpy(first, f->buf, got);
+    front_free(loop, f, false);
+    if (v == DETECT_IPERF3)
+        i3_accept(loop, fd, &peer, first);   /* exactly the cookie was read */
+    else
+        i2_accept(loop, fd, &peer, first, got);
 }
 
 static void timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)

@@ -2,6 +2,7 @@
  * servers.  main() parses the command line, sets up the listener and runs
  * the event loop. */
 #include "proxy/config.h"
+#include "proxy/iperf2.h"
 #include "proxy/iperf3.h"
 #include "proxy/listener.h"
 #include "proxy/log.h"
@@ -38,6 +39,9 @@ static void usage(FILE *out)
 "  --listen ADDR:PORT       where clients connect: 0.0.0.0:5201, [::]:5201 (dual-stack),\n"
 "                           [2001:db8::1]:5201, :5201 (dual-stack wildcard)\n"
 "  --upstream HOST:PORT     the iperf server behind the shim\n"
+"  --upstream-iperf2 HOST:PORT\n"
+"                           where iperf2 clients go, when not the same as --upstream\n"
+"  --protocol P             auto (default: iperf3 and iperf2 on one port), iperf3, iperf2\n"
 "  --connect-timeout S      upstream TCP connect timeout (default 5)\n"
 "  --handshake-timeout S    a client must send its cookie/header within S (default 10)\n"
 "  --idle-timeout S         close a test with no traffic for S, 0 = never (default 300)\n"
@@ -84,6 +88,7 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
              i3_live_tests());
     tcp_listener_stop(loop);
     i3_close_all();
+    i2_close_all();
     udp_stop(loop);
     ev_break(loop, EVBREAK_ALL);
 }
@@ -101,10 +106,12 @@ static void raise_fd_limit(void)
 int main(int argc, char **argv)
 {
     enum { O_CONNECT = 256, O_HANDSHAKE, O_IDLE, O_ROLE, O_PARAMS, O_RESULTS, O_NOSPLICE,
-           O_LOGLEVEL, O_LINGER, O_MAXFLOWS };
+           O_LOGLEVEL, O_LINGER, O_MAXFLOWS, O_UPSTREAM2, O_PROTOCOL };
     static const struct option opts[] = {
         { "listen", required_argument, NULL, 'l' },
         { "upstream", required_argument, NULL, 'u' },
+        { "upstream-iperf2", required_argument, NULL, O_UPSTREAM2 },
+        { "protocol", required_argument, NULL, O_PROTOCOL },
         { "connect-timeout", required_argument, NULL, O_CONNECT },
         { "handshake-timeout", required_argument, NULL, O_HANDSHAKE },
         { "idle-timeout", required_argument, NULL, O_IDLE },
@@ -118,7 +125,7 @@ int main(int argc, char **argv)
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
-    const char *listen_s = NULL, *upstream_s = NULL, *why;
+    const char *listen_s = NULL, *upstream_s = NULL, *upstream2_s = NULL, *why;
     int c;
 
     while ((c = getopt_long(argc, argv, "l:u:h", opts, NULL)) != -1) {
@@ -127,6 +134,17 @@ int main(int argc, char **argv)
         switch (c) {
         case 'l': listen_s = optarg; break;
         case 'u': upstream_s = optarg; break;
+        case O_UPSTREAM2: upstream2_s = optarg; break;
+        case O_PROTOCOL:
+            if (strcmp(optarg, "auto") == 0)
+                cfg.protocol = PROTO_AUTO;
+            else if (strcmp(optarg, "iperf2") == 0)
+                cfg.protocol = PROTO_IPERF2;
+            else if (strcmp(optarg, "iperf3") == 0)
+                cfg.protocol = PROTO_IPERF3;
+            else
+                bad = 1;
+            break;
         case O_CONNECT: bad = parse_seconds(optarg, &cfg.connect_timeout); break;
         case O_HANDSHAKE: bad = parse_seconds(optarg, &cfg.handshake_timeout); break;
         case O_IDLE: bad = parse_seconds(optarg, &cfg.idle_timeout); break;
@@ -168,6 +186,13 @@ int main(int argc, char **argv)
     }
     if (net_parse_hostport(upstream_s, &cfg.upstream_addr, &cfg.upstream_len, &why) == -1) {
         fprintf(stderr, "iperf-shim: --upstream %s: %s\n", upstream_s, why);
+        return 2;
+    }
+    cfg.upstream2_addr = cfg.upstream_addr;
+    cfg.upstream2_len = cfg.upstream_len;
+    if (upstream2_s != NULL &&
+        net_parse_hostport(upstream2_s, &cfg.upstream2_addr, &cfg.upstream2_len, &why) == -1) {
+        fprintf(stderr, "iperf-shim: --upstream-iperf2 %s: %s\n", upstream2_s, why);
         return 2;
     }
 

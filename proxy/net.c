@@ -119,6 +119,16 @@ int net_port(const struct sockaddr *sa)
     return 0;
 }
 
+socklen_t net_set_port(struct sockaddr_storage *ss, uint16_t port)
+{
+    if (ss->ss_family == AF_INET) {
+        ((struct sockaddr_in *)ss)->sin_port = htons(port);
+        return sizeof(struct sockaddr_in);
+    }
+    ((struct sockaddr_in6 *)ss)->sin6_port = htons(port);
+    return sizeof(struct sockaddr_in6);
+}
+
 int net_nonblock(int fd)
 {
     int fl = fcntl(fd, F_GETFL);

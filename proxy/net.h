@@ -5,6 +5,7 @@
 #define IPERF_SHIM_PROXY_NET_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 #define ADDR_STR_MAX 64   /* "[ffff:...:ffff]:65535" fits */
@@ -35,5 +36,8 @@ void net_close_reset(int fd);
 
 /* Port of an address, host order. */
 int  net_port(const struct sockaddr *sa);
+
+/* Sets the port of an IPv4 or IPv6 address; returns the address's length. */
+socklen_t net_set_port(struct sockaddr_storage *ss, uint16_t port);
 
 #endif

@@ -1,6 +1,7 @@
 #include "proxy/udp.h"
 
 #include "protocol/detect.h"
+#include "protocol/iperf2.h"
 #include "proxy/config.h"
 #include "proxy/log.h"
 #include "proxy/net.h"
@@ -48,6 +49,7 @@ struct flow {
     ev_timer         linger;          /* expiry: quiet both ways for cfg.udp_linger */
     ev_tstamp        last[2];         /* last datagram from the client [0], server [1] */
     enum flow_proto  proto;           /* what the first datagram was */
+    struct i2_udp_client i2;          /* iperf2: the first datagram's layout and test header */
     struct dgq       q[2];            /* [0] toward server, [1] toward client */
     uint8_t         *report;          /* iperf2: first Server Report from the server */
     size_t           report_len;
@@ -79,29 +81,6 @@ static struct mmsghdr msgs[BATCH];
 static struct sockaddr_storage names[BATCH];
 static union { struct cmsghdr align; uint8_t b[128]; } cbufs[BATCH];
 static struct mmsghdr outs[BATCH];   /* sendmmsg batch */
-
-/* TEMPORARY until protocol/iperf2 lands: minimal iperf2 UDP recognition. */
-static uint32_t be32(const uint8_t *p)
-{
-    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
-}
-static bool i2_udp_is_fin(const uint8_t *d, size_t len)
-{
-    return len >= 12 && (int32_t)be32(d) < 0;
-}
-static bool i2_udp_is_report(const uint8_t *d, size_t len)
-{
-    (void)d;
-    return len >= 12;
-}
-enum { TMP_IPERF2 = 100 };
-static int detect_udp(const uint8_t *d, size_t len)
-{
-    (void)d;
-    if (len == 4)
-        return DETECT_IPERF3;
-    return len >= 12 ? TMP_IPERF2 : DETECT_UNKNOWN;
-}
 
 const struct udp_counters *udp_counters(void)
 {
@@ -475,7 +454,9 @@ static void upstream_writable_cb(struct ev_loop *loop, ev_io *w, int revents)
 static bool from_client(struct flow *f, const uint8_t *data, size_t len)
 {
     f->last[0] = ev_now(U.loop);
-    if (f->proto == FLOW_IPERF2 && i2_udp_is_fin(data, len)) {
+    struct i2_udp_dgram dg;
+    if (f->proto == FLOW_IPERF2 &&
+        i2_udp_dgram_parse(data, len, f->i2.layout, &dg) == I2_OK && dg.fin) {
         f->fins++;
         f->fin_seen = true;
         if (f->report != NULL) {
@@ -550,8 +531,9 @@ static void upstream_readable_cb(struct ev_loop *loop, ev_io *w, int revents)
     for (int i = 0; i < n; i++) {
         const uint8_t *d = bufs[i];
         size_t len = msgs[i].msg_len;
+        struct i2_udp_report rep;
         if (f->proto == FLOW_IPERF2 && f->fin_seen && f->report == NULL &&
-            i2_udp_is_report(d, len) && (f->report = malloc(len)) != NULL) {
+            i2_udp_report_parse(d, len, &rep) == I2_OK && (f->report = malloc(len)) != NULL) {
             memcpy(f->report, d, len);
             f->report_len = len;
         }
@@ -570,7 +552,8 @@ static struct flow *flow_lookup(const struct sockaddr_storage *client)
 }
 
 static struct flow *flow_new(const struct sockaddr_storage *client, socklen_t clen,
-                             const struct sockaddr_storage *local, enum flow_proto proto)
+                             const struct sockaddr_storage *local, enum flow_proto proto,
+                             const uint8_t *first, size_t first_len)
 {
     char c[ADDR_STR_MAX];
     if (U.nflows >= cfg.max_flows) {
@@ -584,7 +567,10 @@ static struct flow *flow_new(const struct sockaddr_storage *client, socklen_t cl
         }
         return NULL;
     }
-    int fd = socket(cfg.upstream_addr.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    const struct sockaddr_storage *up = proto == FLOW_IPERF2 ? &cfg.upstream2_addr
+                                                             : &cfg.upstream_addr;
+    socklen_t uplen = proto == FLOW_IPERF2 ? cfg.upstream2_len : cfg.upstream_len;
+    int fd = socket(up->ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd == -1) {
         log_warn("no socket for a UDP flow: %s", strerror(errno));
         return NULL;
@@ -592,7 +578,7 @@ static struct flow *flow_new(const struct sockaddr_storage *client, socklen_t cl
     int sz = SOCKBUF;
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
     setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
-    if (connect(fd, (const struct sockaddr *)&cfg.upstream_addr, cfg.upstream_len) == -1) {
+    if (connect(fd, (const struct sockaddr *)up, uplen) == -1) {
         log_warn("cannot open a UDP flow to the server: %s", strerror(errno));
         close(fd);
         return NULL;
@@ -607,6 +593,8 @@ static struct flow *flow_new(const struct sockaddr_storage *client, socklen_t cl
     f->local = *local;
     f->ufd = fd;
     f->proto = proto;
+    if (proto == FLOW_IPERF2)
+        i2_udp_client_parse(first, first_len, &f->i2);   /* detect_udp() accepted it */
     f->last[0] = f->last[1] = ev_now(U.loop);
     ev_io_init(&f->urd, upstream_readable_cb, fd, EV_READ);
     ev_io_init(&f->uwr, upstream_writable_cb, fd, EV_WRITE);
@@ -659,13 +647,13 @@ static void listener_readable_cb(struct ev_loop *loop, ev_io *w, int revents)
             enum flow_proto proto;
             switch (detect_udp(d, len)) {
             case DETECT_IPERF3: proto = FLOW_IPERF3; break;
-            case TMP_IPERF2: proto = FLOW_IPERF2; break;
+            case DETECT_IPERF2: proto = FLOW_IPERF2; break;
             default:
                 U.ctr.junk++;
                 continue;
             }
             local_from_cmsg(mh, &local);
-            f = flow_new(&names[i], mh->msg_namelen, &local, proto);
+            f = flow_new(&names[i], mh->msg_namelen, &local, proto, d, len);
             if (f == NULL)
                 continue;
         }
