@@ -5,8 +5,10 @@
 #include "proxy/config.h"
 #include "proxy/log.h"
 #include "proxy/net.h"
+#include "proxy/udp_back.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <stdbool.h>
@@ -50,6 +52,7 @@ struct flow {
     ev_tstamp        last[2];         /* last datagram from the client [0], server [1] */
     enum flow_proto  proto;           /* what the first datagram was */
     struct i2_udp_client i2;          /* iperf2: the first datagram's layout and test header */
+    struct udp_back *back;            /* iperf2 -d/-r: the connect-back relay, else NULL */
     struct dgq       q[2];            /* [0] toward server, [1] toward client */
     uint8_t         *report;          /* iperf2: first Server Report from the server */
     size_t           report_len;
@@ -227,12 +230,20 @@ static void flow_log_end(const struct flow *f)
 {
     char c[ADDR_STR_MAX];
     if (f->proto == FLOW_IPERF2) {
-        log_info("iperf2 UDP flow %s ended: %" PRIu64 " datagrams to server, %" PRIu64
+        char back[96] = "";
+        if (f->back != NULL) {
+            uint64_t to_c, to_s;
+            udp_back_counts(f->back, &to_c, &to_s);
+            snprintf(back, sizeof(back), "; connect-back: %" PRIu64 " datagrams to client, %"
+                     PRIu64 " to server", to_c, to_s);
+        }
+        log_info("iperf2 UDP flow %s ended (%s): %" PRIu64 " datagrams to server, %" PRIu64
                  " to client; final datagrams %" PRIu32 " (%" PRIu32 " answered by the shim), "
-                 "Server Report %s; ICMP errors absorbed %" PRIu32 "; queue drops %" PRIu64,
-                 client_s(f, c), f->dgrams[0], f->dgrams[1], f->fins, f->fins_answered,
+                 "Server Report %s; ICMP errors absorbed %" PRIu32 "; queue drops %" PRIu64 "%s",
+                 client_s(f, c), i2_mode_name(f->i2.hdr.mode), f->dgrams[0], f->dgrams[1],
+                 f->fins, f->fins_answered,
                  f->report ? "relayed" : (f->fin_seen ? "never came" : "not due"), f->icmp,
-                 f->drops);
+                 f->drops, back);
     } else {
         log_debug("iperf3 UDP stream %s ended: %" PRIu64 " datagrams to server, %" PRIu64
                   " to client, ICMP errors absorbed %" PRIu32 ", queue drops %" PRIu64,
@@ -262,6 +273,7 @@ static void flow_free(struct flow *f)
     ev_io_stop(U.loop, &f->uwr);
     ev_timer_stop(U.loop, &f->linger);
     close(f->ufd);
+    udp_back_close(f->back);
     dgq_clear(&f->q[0]);
     dgq_clear(&f->q[1]);
     free(f->report);
@@ -449,11 +461,28 @@ static void upstream_writable_cb(struct ev_loop *loop, ev_io *w, int revents)
     ev_io_stop(loop, w);
 }
 
+/* iperf2 -d/-r: the server must connect back to the shim, not to the port the
+ * client asked for.  Datagrams that carry the test header (2.1.8: all of
+ * them) get the connect-back socket's port. */
+static void rewrite_back_port(struct flow *f, uint8_t *d, size_t len)
+{
+    size_t off = f->i2.layout;   /* the test header follows the datagram header */
+    if (len < off + 12)
+        return;
+    uint8_t *h = d + off;
+    uint32_t port = ((uint32_t)h[8] << 24) | ((uint32_t)h[9] << 16) | ((uint32_t)h[10] << 8) | h[11];
+    uint32_t flags = ((uint32_t)h[0] << 24) | ((uint32_t)h[1] << 16) | ((uint32_t)h[2] << 8) | h[3];
+    if (port == f->i2.hdr.port && flags == f->i2.hdr.flags)
+        i2_hdr_set_port(h, len - off, udp_back_port(f->back));
+}
+
 /* A datagram from the client.  Returns true if it goes to the server (the
  * caller sends it, batched), false if it was answered here. */
-static bool from_client(struct flow *f, const uint8_t *data, size_t len)
+static bool from_client(struct flow *f, uint8_t *data, size_t len)
 {
     f->last[0] = ev_now(U.loop);
+    if (f->back != NULL)
+        rewrite_back_port(f, data, len);
     struct i2_udp_dgram dg;
     if (f->proto == FLOW_IPERF2 &&
         i2_udp_dgram_parse(data, len, f->i2.layout, &dg) == I2_OK && dg.fin) {
@@ -551,6 +580,25 @@ static struct flow *flow_lookup(const struct sockaddr_storage *client)
     return NULL;
 }
 
+/* iperf2 -u -d/-r: opens the connect-back relay on the address the server
+ * sees.  Without it the test still runs one way, and the log says why. */
+static void flow_open_back(struct flow *f)
+{
+    char c[ADDR_STR_MAX];
+    struct sockaddr_storage up_local, client = f->client;
+    socklen_t len = sizeof(up_local);
+    net_set_port(&client, f->i2.hdr.port);
+    if (getsockname(f->ufd, (struct sockaddr *)&up_local, &len) == -1 ||
+        (f->back = udp_back_open(U.loop, &up_local, &f->local, &client, &f->last[1])) == NULL) {
+        log_warn("iperf2 UDP %s test from %s: cannot open a connect-back port: %s",
+                 i2_mode_name(f->i2.hdr.mode), client_s(f, c), strerror(errno));
+        return;
+    }
+    log_debug("iperf2 UDP %s test from %s: server told to connect back to shim port %u "
+              "(client asked for %u)", i2_mode_name(f->i2.hdr.mode), client_s(f, c),
+              udp_back_port(f->back), f->i2.hdr.port);
+}
+
 static struct flow *flow_new(const struct sockaddr_storage *client, socklen_t clen,
                              const struct sockaddr_storage *local, enum flow_proto proto,
                              const uint8_t *first, size_t first_len)
@@ -593,8 +641,11 @@ static struct flow *flow_new(const struct sockaddr_storage *client, socklen_t cl
     f->local = *local;
     f->ufd = fd;
     f->proto = proto;
-    if (proto == FLOW_IPERF2)
+    if (proto == FLOW_IPERF2) {
         i2_udp_client_parse(first, first_len, &f->i2);   /* detect_udp() accepted it */
+        if (f->i2.hdr.connect_back)
+            flow_open_back(f);
+    }
     f->last[0] = f->last[1] = ev_now(U.loop);
     ev_io_init(&f->urd, upstream_readable_cb, fd, EV_READ);
     ev_io_init(&f->uwr, upstream_writable_cb, fd, EV_WRITE);
@@ -635,7 +686,7 @@ static void listener_readable_cb(struct ev_loop *loop, ev_io *w, int revents)
     int run_start = 0, run_len = 0;
     for (int i = 0; i < n; i++) {
         struct msghdr *mh = &msgs[i].msg_hdr;
-        const uint8_t *d = bufs[i];
+        uint8_t *d = bufs[i];
         size_t len = msgs[i].msg_len;
         if (mh->msg_flags & MSG_TRUNC) {
             U.ctr.junk++;

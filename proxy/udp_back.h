@@ -1,0 +1,38 @@
+/*
+ * UDP connect-back of an iperf2 dual test (-u -d) or tradeoff (-u -r).
+ *
+ * The server sends its own test to the address it saw (the shim's upstream
+ * socket) at the port in the client's test header.  The UDP relay rewrites
+ * that port to the port of a socket opened here on the same address; what
+ * the server sends there is relayed to the client's address at the original
+ * port, from the address the client used to reach the shim, one
+ * client-facing socket per server source, and the client's answers (its
+ * Server Reports) go back the same way.
+ */
+#ifndef IPERF_SHIM_PROXY_UDP_BACK_H
+#define IPERF_SHIM_PROXY_UDP_BACK_H
+
+#include <ev.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct udp_back;
+
+/* Opens the server-facing socket on server_side (port ignored: ephemeral).
+ * client is the client's address with the port it asked for; client_side is
+ * the address the client sent to.  *activity is set to ev_now() on every
+ * datagram, so the owning flow lingers while the connect-back runs.
+ * Returns NULL with errno on failure. */
+struct udp_back *udp_back_open(struct ev_loop *loop, const struct sockaddr_storage *server_side,
+                               const struct sockaddr_storage *client_side,
+                               const struct sockaddr_storage *client, ev_tstamp *activity);
+
+/* Port the server must be told (host order). */
+uint16_t udp_back_port(const struct udp_back *b);
+
+/* Datagrams relayed server->client and client->server, for the flow's log line. */
+void udp_back_counts(const struct udp_back *b, uint64_t *to_client, uint64_t *to_server);
+
+void udp_back_close(struct udp_back *b);
+
+#endif
