@@ -145,4 +145,10 @@ void front_accept(struct ev_loop *loop, int fd, const struct sockaddr_storage *p
     ev_io_start(loop, &f->io);
     ev_timer_start(loop, &f->timer);
     pending++;
+    /* The first bytes are usually there already: read them now, in accept
+     * order.  Left to the loop, connections ready together would be handled
+     * in reverse (libev runs pending watchers last in, first out), and the
+     * upstream connections, and so the server's stream numbers, would come
+     * out in the reverse of the client's order. */
+    read_cb(loop, &f->io, EV_READ);
 }
