@@ -9,12 +9,14 @@
 #include "proxy/net.h"
 
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 struct front {
+    struct front *next, *prev;          /* pending fronts, in accept order */
     int       fd;                       /* the client connection */
     ev_io     io;                       /* readable */
     ev_timer  timer;                    /* handshake timeout */
@@ -25,6 +27,7 @@ struct front {
 };
 
 static int pending;
+static struct front *head, *tail;   /* pending fronts, oldest first */
 
 int front_pending(void)
 {
@@ -33,6 +36,14 @@ int front_pending(void)
 
 static void front_free(struct ev_loop *loop, struct front *f, bool close_fd)
 {
+    if (f->prev)
+        f->prev->next = f->next;
+    else
+        head = f->next;
+    if (f->next)
+        f->next->prev = f->prev;
+    else
+        tail = f->prev;
     ev_io_stop(loop, &f->io);
     ev_timer_stop(loop, &f->timer);
     if (close_fd)
@@ -67,10 +78,9 @@ static bool all_printable(const uint8_t *b, size_t n)
     return true;
 }
 
-static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
+/* Reads what f's client sent; hands the connection on once recognised. */
+static void front_try(struct ev_loop *loop, struct front *f)
 {
-    (void)revents;
-    struct front *f = w->data;
     char who[ADDR_STR_MAX];
     /* while it may be an iperf3 cookie, read no further than the cookie: what
      * follows belongs to the session */
@@ -115,6 +125,43 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
         i2_accept(loop, fd, &peer, first, got);
 }
 
+static bool same_host(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family)
+        return false;
+    if (a->ss_family == AF_INET)
+        return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
+               ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+    return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+                  &((const struct sockaddr_in6 *)b)->sin6_addr, sizeof(struct in6_addr)) == 0;
+}
+
+#define ORDER_WINDOW 256   /* older pending connections looked at per event */
+
+/* A pending connection is readable.  Older pending connections of the same
+ * client host are tried first, so connections whose first bytes are there
+ * together are handed on in accept order (libev would run them last in,
+ * first out): the upstream connections, and with them the server's stream
+ * numbers, then follow the client's connection order.  The look back is
+ * bounded, so a flood of silent connections costs no more than that. */
+static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)revents;
+    struct front *f = w->data, *start = f, *g, *next;
+    int steps = 0;
+    for (g = f->prev; g != NULL && steps < ORDER_WINDOW; g = g->prev, steps++)
+        if (same_host(&g->peer, &f->peer))
+            start = g;
+    for (g = start; g != NULL; g = next) {
+        next = g->next;
+        bool last = g == f;
+        if (last || same_host(&g->peer, &f->peer))
+            front_try(loop, g);   /* may free g */
+        if (last)
+            break;
+    }
+}
+
 static void timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)revents;
@@ -145,10 +192,12 @@ void front_accept(struct ev_loop *loop, int fd, const struct sockaddr_storage *p
     ev_io_start(loop, &f->io);
     ev_timer_start(loop, &f->timer);
     pending++;
-    /* The first bytes are usually there already: read them now, in accept
-     * order.  Left to the loop, connections ready together would be handled
-     * in reverse (libev runs pending watchers last in, first out), and the
-     * upstream connections, and so the server's stream numbers, would come
-     * out in the reverse of the client's order. */
+    f->prev = tail;
+    if (tail)
+        tail->next = f;
+    else
+        head = f;
+    tail = f;
+    /* the first bytes are usually there already: read them now, in accept order */
     read_cb(loop, &f->io, EV_READ);
 }

@@ -124,8 +124,13 @@ static void test_log_end(struct test *t)
         snprintf(outcome, sizeof(outcome), "closed by the shim: %s", t->failure);
     else
         snprintf(outcome, sizeof(outcome), "control %s", relay_end_str(t->ctrl_end));
-    log_info("test %s: client %s, server %s, mode %s, streams %d%s, roles %s, "
-             "bytes client->server %" PRIu64 ", server->client %" PRIu64 ", %s",
+    char bytes[96];
+    if (t->have_params && t->params.proto == I3_PROTO_UDP)
+        snprintf(bytes, sizeof(bytes), "data over UDP (see the UDP flow lines at debug level)");
+    else
+        snprintf(bytes, sizeof(bytes), "bytes client->server %" PRIu64 ", server->client %"
+                 PRIu64, t->bytes[0], t->bytes[1]);
+    log_info("test %s: client %s, server %s, mode %s, streams %d%s, roles %s, %s, %s",
              t->id, addr_s(&t->client, c), addr_s(&cfg.upstream_addr, s),
              t->have_params ? i3_params_mode(&t->params) : "unknown",
              t->have_params ? t->params.parallel : t->nlegs[SIDE_CLIENT],
@@ -555,9 +560,6 @@ static int ctrl_inspect(void *arg, int from, const uint8_t *buf, size_t len)
                     log_debug("test %s: client %s asks for %s, %d stream(s)", t->id,
                               addr_s(&t->client, who), i3_params_mode(&t->params),
                               t->params.parallel);
-                    if (t->params.proto != I3_PROTO_TCP)
-                        log_warn("test %s: %s data streams are not relayed by this version",
-                                 t->id, i3_params_mode(&t->params));
                 } else {
                     log_warn("test %s: cannot read the test parameters (%s): relaying "
                              "without role repair", t->id, why);
