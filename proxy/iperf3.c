@@ -134,7 +134,8 @@ static void test_log_end(struct test *t)
              t->id, addr_s(&t->client, c), addr_s(&cfg.upstream_addr, s),
              t->have_params ? i3_params_mode(&t->params) : "unknown",
              t->have_params ? t->params.parallel : t->nlegs[SIDE_CLIENT],
-             t->have_params && t->params.bidir ? " each way" : "", roles_text(t, roles, sizeof(roles)), t->bytes[0], t->bytes[1], outcome);
+             t->have_params && t->params.bidir ? " each way" : "",
+             roles_text(t, roles, sizeof(roles)), bytes, outcome);
 }
 
 /* Frees the test once nothing of it is alive. */
