@@ -176,8 +176,10 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (cfg.connect_timeout <= 0 || cfg.handshake_timeout <= 0 || cfg.role_timeout <= 0) {
-        fprintf(stderr, "iperf-shim: connect, handshake and role timeouts must be > 0\n");
+    if (cfg.connect_timeout <= 0 || cfg.handshake_timeout <= 0 || cfg.role_timeout <= 0 ||
+        cfg.udp_linger <= 0) {
+        fprintf(stderr, "iperf-shim: connect, handshake and role timeouts and the UDP linger "
+                        "must be > 0\n");
         return 2;
     }
     if (net_parse_hostport(listen_s, &cfg.listen_addr, &cfg.listen_len, &why) == -1) {
