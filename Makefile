@@ -1,7 +1,7 @@
 # iperf-shim build.  `make` builds ./iperf-shim; `make test` runs everything.
 CC      ?= gcc
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wstrict-prototypes -Werror=implicit-function-declaration -I.
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wstrict-prototypes -Werror -I.
 LDLIBS  := -lev -lcjson
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
@@ -72,3 +72,19 @@ bench: iperf-shim
 
 clean:
 	rm -rf build iperf-shim
+
+# Test tools (tests/tools): NFQUEUE packet delayer and the Winsock UDP fault injector
+# (LD_PRELOAD).  Built without sanitizers: the preload library must not drag ASan into
+# the unmodified iperf binaries it is loaded into.
+.PHONY: tools
+TOOLS := build/tools/nfq_delay build/tools/libwinsock_udp.so
+tools: $(TOOLS)
+integration integration-san: tools
+
+build/tools/nfq_delay: tests/tools/nfq_delay.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $$(pkg-config --libs libnetfilter_queue 2>/dev/null || echo -lnetfilter_queue -lnfnetlink)
+
+build/tools/libwinsock_udp.so: tests/tools/winsock_udp.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fPIC -shared -o $@ $< -ldl
