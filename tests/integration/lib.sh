@@ -7,14 +7,25 @@ IT_PIDS=()
 IT_CLEANUPS=()
 
 it_cleanup() {
-    local p c
+    local rc=$? p c f
     for c in "${IT_CLEANUPS[@]}"; do eval "$c" >/dev/null 2>&1; done
     for p in "${IT_PIDS[@]}"; do kill "$p" 2>/dev/null; done
     for p in "${IT_PIDS[@]}"; do
         for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
         kill -9 "$p" 2>/dev/null
     done
+    # A sanitizer report in any log (the shim exits cleanly on SIGTERM, so
+    # LeakSanitizer has spoken by now) fails the test, whatever it asserted.
+    for f in "$IT_TMP"/*.log; do
+        [ -f "$f" ] || continue
+        if grep -qE "ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:" "$f"; then
+            echo "FAIL: sanitizer report in $(basename "$f"):"
+            grep -E -A25 "ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:" "$f" | head -60
+            rc=1
+        fi
+    done
     if [ "${IT_KEEP:-0}" != 1 ]; then rm -rf "$IT_TMP"; fi
+    exit $rc
 }
 trap it_cleanup EXIT
 
