@@ -201,3 +201,9 @@ void front_accept(struct ev_loop *loop, int fd, const struct sockaddr_storage *p
     /* the first bytes are usually there already: read them now, in accept order */
     read_cb(loop, &f->io, EV_READ);
 }
+
+void front_close_all(struct ev_loop *loop)
+{
+    while (head != NULL)
+        front_free(loop, head, true);
+}

@@ -15,4 +15,7 @@ void front_accept(struct ev_loop *loop, int fd, const struct sockaddr_storage *p
 /* Number of connections still being recognised (for tests and stats). */
 int  front_pending(void);
 
+/* Closes every connection still being recognised (shutdown). */
+void front_close_all(struct ev_loop *loop);
+
 #endif

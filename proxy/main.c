@@ -2,6 +2,7 @@
  * servers.  main() parses the command line, sets up the listener and runs
  * the event loop. */
 #include "proxy/config.h"
+#include "proxy/front.h"
 #include "proxy/iperf2.h"
 #include "proxy/iperf3.h"
 #include "proxy/listener.h"
@@ -87,6 +88,7 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
     log_info("signal %d: shutting down (%d test(s) in progress are closed)", w->signum,
              i3_live_tests());
     tcp_listener_stop(loop);
+    front_close_all(loop);
     i3_close_all();
     i2_close_all();
     udp_stop(loop);
