@@ -24,6 +24,7 @@ struct shim_config {
     uint32_t results_max;        /* bytes: longest iperf3 results JSON accepted */
     double   udp_linger;         /* s: a UDP flow lives until quiet both ways this long */
     int      max_flows;          /* UDP flows at once; new clients beyond are dropped */
+    bool     udp_connected;      /* per-flow sockets connected to the client (measured: see docs/udp.md) */
     bool     use_splice;         /* move TCP data with splice() (else read/write) */
 };
 

@@ -52,6 +52,8 @@ static void usage(FILE *out)
 "                           both ways for S, absorbing late server datagrams (default 10)\n"
 "  --max-flows N            UDP flows at once; datagrams of further clients are dropped\n"
 "                           (default 4096)\n"
+"  --udp-connected          give each UDP flow a socket connected to the client (the\n"
+"                           kernel dispatches; default: one listener, lookup)\n"
 "  --max-params BYTES       longest iperf3 parameters JSON accepted (default 65536)\n"
 "  --max-results BYTES      longest iperf3 results JSON accepted (default 16777216)\n"
 "  --no-splice              move TCP data with read/write instead of splice\n"
@@ -108,7 +110,7 @@ static void raise_fd_limit(void)
 int main(int argc, char **argv)
 {
     enum { O_CONNECT = 256, O_HANDSHAKE, O_IDLE, O_ROLE, O_PARAMS, O_RESULTS, O_NOSPLICE,
-           O_LOGLEVEL, O_LINGER, O_MAXFLOWS, O_UPSTREAM2, O_PROTOCOL };
+           O_LOGLEVEL, O_LINGER, O_MAXFLOWS, O_UPSTREAM2, O_PROTOCOL, O_UDPCONN };
     static const struct option opts[] = {
         { "listen", required_argument, NULL, 'l' },
         { "upstream", required_argument, NULL, 'u' },
@@ -123,6 +125,7 @@ int main(int argc, char **argv)
         { "no-splice", no_argument, NULL, O_NOSPLICE },
         { "udp-linger", required_argument, NULL, O_LINGER },
         { "max-flows", required_argument, NULL, O_MAXFLOWS },
+        { "udp-connected", no_argument, NULL, O_UDPCONN },
         { "log-level", required_argument, NULL, O_LOGLEVEL },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
@@ -160,6 +163,7 @@ int main(int argc, char **argv)
             cfg.results_max = (uint32_t)n;
             break;
         case O_NOSPLICE: cfg.use_splice = false; break;
+        case O_UDPCONN: cfg.udp_connected = true; break;
         case O_LINGER: bad = parse_seconds(optarg, &cfg.udp_linger); break;
         case O_MAXFLOWS:
             bad = parse_uint(optarg, 1, 1000000, &n);

@@ -46,6 +46,10 @@ struct flow {
     socklen_t        clen;
     struct sockaddr_storage local;    /* the address the client sent to (reply source) */
     int              ufd;             /* upstream socket, connected to the server */
+    int              cfd;             /* --udp-connected: socket on the listen address and
+                                         port, connected to the client; else -1 */
+    ev_io            crd;             /* cfd readable */
+    ev_io            cwr;             /* cfd writable while datagrams wait for it */
     ev_io            urd;             /* upstream readable */
     ev_io            uwr;             /* upstream writable while up-queue is not empty */
     ev_timer         linger;          /* expiry: quiet both ways for cfg.udp_linger */
@@ -275,6 +279,11 @@ static void flow_free(struct flow *f)
     ev_io_stop(U.loop, &f->uwr);
     ev_timer_stop(U.loop, &f->linger);
     close(f->ufd);
+    if (f->cfd >= 0) {
+        ev_io_stop(U.loop, &f->crd);
+        ev_io_stop(U.loop, &f->cwr);
+        close(f->cfd);
+    }
     udp_back_close(f->back);
     dgq_clear(&f->q[0]);
     dgq_clear(&f->q[1]);
@@ -312,8 +321,14 @@ static int send_to_client(struct flow *f, const uint8_t *data, size_t len)
     mh.msg_controllen = pktinfo_cmsg(&f->local, cb.b, sizeof(cb.b));
     if (mh.msg_controllen == 0)
         mh.msg_control = NULL;
+    if (f->cfd >= 0) {   /* connected: no address, no pktinfo */
+        mh.msg_name = NULL;
+        mh.msg_namelen = 0;
+        mh.msg_control = NULL;
+        mh.msg_controllen = 0;
+    }
     for (int tries = 0; tries < 2; tries++) {
-        if (sendmsg(U.fd, &mh, MSG_DONTWAIT) >= 0) {
+        if (sendmsg(f->cfd >= 0 ? f->cfd : U.fd, &mh, MSG_DONTWAIT) >= 0) {
             f->dgrams[1]++;
             f->bytes[1] += len;
             return 0;
@@ -330,6 +345,11 @@ static int send_to_client(struct flow *f, const uint8_t *data, size_t len)
 
 static void flow_wait_listener(struct flow *f)
 {
+    if (f->cfd >= 0) {   /* its own socket: its own watcher */
+        if (!ev_is_active(&f->cwr))
+            ev_io_start(U.loop, &f->cwr);
+        return;
+    }
     if (!f->waiting) {
         f->waiting = true;
         f->wnext = U.waiting;
@@ -359,20 +379,21 @@ static void deliver_to_client(struct flow *f, const uint8_t *data, size_t len)
 static void send_batch_to_client(struct flow *f, int n)
 {
     union { struct cmsghdr align; uint8_t b[64]; } cb;
-    size_t clen = pktinfo_cmsg(&f->local, cb.b, sizeof(cb.b));
-    int sent = 0, absorbed = 0;
+    size_t clen = f->cfd >= 0 ? 0 : pktinfo_cmsg(&f->local, cb.b, sizeof(cb.b));
+    int sent = 0, absorbed = 0, fd = f->cfd >= 0 ? f->cfd : U.fd;
 
     if (f->q[1].count == 0) {
         for (int i = 0; i < n; i++) {
             iovs[i].iov_len = msgs[i].msg_len;
             outs[i].msg_hdr = (struct msghdr){
-                .msg_name = &f->client, .msg_namelen = f->clen,
+                .msg_name = f->cfd >= 0 ? NULL : &f->client,
+                .msg_namelen = f->cfd >= 0 ? 0 : f->clen,
                 .msg_iov = &iovs[i], .msg_iovlen = 1,
                 .msg_control = clen ? cb.b : NULL, .msg_controllen = clen,
             };
         }
         while (sent < n) {
-            int r = sendmmsg(U.fd, outs + sent, (unsigned)(n - sent), MSG_DONTWAIT);
+            int r = sendmmsg(fd, outs + sent, (unsigned)(n - sent), MSG_DONTWAIT);
             if (r > 0) {
                 for (int i = sent; i < sent + r; i++)
                     f->bytes[1] += msgs[i].msg_len;
@@ -408,6 +429,20 @@ static void listener_writable_cb(struct ev_loop *loop, ev_io *w, int revents)
         }
         f->waiting = false;
         *pp = f->wnext;
+    }
+    ev_io_stop(loop, w);
+}
+
+static void flow_connect_client(struct flow *f);
+
+static void client_writable_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)revents;
+    struct flow *f = w->data;
+    while (f->q[1].head) {
+        if (send_to_client(f, f->q[1].head->data, f->q[1].head->len) == 1)
+            return;
+        dgq_pop(&f->q[1]);
     }
     ev_io_stop(loop, w);
 }
@@ -654,6 +689,7 @@ static struct flow *flow_new(const struct sockaddr_storage *client, socklen_t cl
     f->clen = clen;
     f->local = *local;
     f->ufd = fd;
+    f->cfd = -1;
     f->proto = proto;
     if (proto == FLOW_IPERF2) {
         i2_udp_client_parse(first, first_len, &f->i2);   /* detect_udp() accepted it */
@@ -674,14 +710,17 @@ static struct flow *flow_new(const struct sockaddr_storage *client, socklen_t cl
     U.hash[h] = f;
     U.nflows++;
     U.ctr.flows++;
+    if (cfg.udp_connected)
+        flow_connect_client(f);
     log_debug("new %s UDP flow from %s", proto == FLOW_IPERF2 ? "iperf2" : "iperf3",
               net_addr_str((const struct sockaddr *)client, c, sizeof(c)));
     return f;
 }
 
-static void listener_readable_cb(struct ev_loop *loop, ev_io *w, int revents)
+/* Client datagrams are readable on fd: the listener, or a flow's connected
+ * socket (--udp-connected).  Each goes to its flow by lookup, either way. */
+static void client_readable(int fd)
 {
-    (void)loop; (void)w; (void)revents;
     for (int i = 0; i < BATCH; i++) {
         iovs[i] = (struct iovec){ .iov_base = bufs[i], .iov_len = DGRAM_MAX };
         msgs[i].msg_hdr = (struct msghdr){
@@ -690,9 +729,9 @@ static void listener_readable_cb(struct ev_loop *loop, ev_io *w, int revents)
             .msg_control = cbufs[i].b, .msg_controllen = sizeof(cbufs[i].b),
         };
     }
-    int n = recvmmsg(U.fd, msgs, BATCH, MSG_DONTWAIT, NULL);
+    int n = recvmmsg(fd, msgs, BATCH, MSG_DONTWAIT, NULL);
     if (n == -1) {
-        if (errno == ECONNREFUSED)
+        if (errno == ECONNREFUSED)   /* from the client side: absorbed */
             U.ctr.icmp_absorbed++;
         return;
     }
@@ -733,6 +772,46 @@ static void listener_readable_cb(struct ev_loop *loop, ev_io *w, int revents)
         run_len++;
     }
     send_batch_to_server(run, run_start, run_len);
+}
+
+static void listener_readable_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop; (void)w; (void)revents;
+    client_readable(U.fd);
+}
+
+static void connected_readable_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop; (void)revents;
+    client_readable(((struct flow *)w->data)->cfd);
+}
+
+/* --udp-connected: a socket on the address and port the client sent to,
+ * connected to the client, takes the flow's datagrams away from the listener
+ * (the kernel prefers the connected socket).  Datagrams that reach the
+ * listener before the connect are dispatched by lookup as before. */
+static void flow_connect_client(struct flow *f)
+{
+    int one = 1;
+    struct sockaddr_storage at = f->local;
+    socklen_t alen = net_set_port(&at, (uint16_t)net_port((struct sockaddr *)&cfg.listen_addr));
+    if (at.ss_family == 0)
+        return;   /* local address unknown: stay on the listener */
+    int fd = socket(U.family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd == -1)
+        return;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)&at, alen) == -1 ||
+        connect(fd, (struct sockaddr *)&f->client, f->clen) == -1) {
+        log_debug("UDP flow stays on the listener: %s", strerror(errno));
+        close(fd);
+        return;
+    }
+    f->cfd = fd;
+    ev_io_init(&f->crd, connected_readable_cb, fd, EV_READ);
+    ev_io_init(&f->cwr, client_writable_cb, fd, EV_WRITE);
+    f->crd.data = f->cwr.data = f;
+    ev_io_start(U.loop, &f->crd);
 }
 
 /* ------------------------------------------------------------ set-up */
