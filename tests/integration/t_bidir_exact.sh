@@ -11,7 +11,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
 PY="python3 $here/fake_iperf3.py"
-SRV=15291 SHIMP=15292
+SRV=15601 SHIMP=15602
 NBYTES=$((8 << 20))
 
 # run_pair P TARGET_PORT [SHIM_ARGS...]: one test; prints "ok" when exact
