@@ -69,6 +69,7 @@ struct test {
     int               nrelays;            /* relays created */
     int               live_relays;        /* relays still running */
     ev_timer          role_timer;         /* --role-timeout after TEST_RUNNING */
+    ev_timer          params_timer;       /* --handshake-timeout for the client's parameters */
     int               busy;               /* > 0 while iterating: defer freeing */
     bool              in_inspect;         /* inside the control relay's inspect hook */
     const char       *failure;            /* why the shim closed the test, NULL if it did not */
@@ -152,6 +153,7 @@ static void test_maybe_free(struct test *t)
         }
     }
     ev_timer_stop(t->loop, &t->role_timer);
+    ev_timer_stop(t->loop, &t->params_timer);
     i3_ctrl_free(&t->parser);
     ntests--;
     free(t);
@@ -338,6 +340,14 @@ static void try_pair(struct test *t)
     pair_by_role(t);
 }
 
+static void params_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop; (void)revents;
+    struct test *t = w->data;
+    /* --handshake-timeout bounds it; old servers would stall everything meanwhile */
+    test_fail(t, "the client sent no test parameters in time (the server blocks waiting)");
+}
+
 static void role_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop; (void)revents;
@@ -512,6 +522,12 @@ static void on_server_state(struct test *t, int8_t st)
     case I3_ACCESS_DENIED:
         t->denied = true;
         break;
+    case I3_PARAM_EXCHANGE:
+        /* servers up to 3.14 wait for the parameters on their main thread with
+         * no timeout: a silent client would stall every test on the server */
+        ev_timer_set(&t->params_timer, cfg.handshake_timeout, 0);
+        ev_timer_start(t->loop, &t->params_timer);
+        break;
     default:
         break;
     }
@@ -555,6 +571,7 @@ static int ctrl_inspect(void *arg, int from, const uint8_t *buf, size_t len)
         case I3_EV_JSON:
             if (ev.json_kind == I3_JSON_PARAMS) {
                 const char *why = NULL;
+                ev_timer_stop(t->loop, &t->params_timer);
                 if (i3_params_parse(ev.json, ev.json_len, &t->params, &why) == 0) {
                     char who[ADDR_STR_MAX];
                     t->have_params = true;
@@ -663,6 +680,8 @@ static void test_new(struct ev_loop *loop, int fd, const struct sockaddr_storage
     t->cfd = fd;
     ev_init(&t->role_timer, role_timeout_cb);
     t->role_timer.data = t;
+    ev_init(&t->params_timer, params_timeout_cb);
+    t->params_timer.data = t;
     i3_ctrl_init(&t->parser, cfg.params_max, cfg.results_max);
     struct i3_event ev;
     i3_ctrl_feed(&t->parser, I3_C2S, cookie, I3_COOKIE_SIZE, &ev);   /* the cookie */

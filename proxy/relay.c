@@ -262,14 +262,21 @@ static void flow_discard(struct flow *f)
  * sending (see relay.h): then only the flow toward it ends, the flow from it
  * delivers what it holds and passes on a FIN.  Returns false for a reset in
  * the middle of its transfer: the relay must end with a reset. */
+static bool flow_maybe_shut(struct relay *r, int d);
+
 static bool side_reset(struct relay *r, int side)
 {
     struct flow *from = &r->f[side], *to = &r->f[1 - side];
     r->err = errno;
     r->err_side = side;
+    /* It had finished sending if it sent its FIN first, or if it had spoken
+     * and was receiving when it reset: nothing of its own pending, and the
+     * last bytes moved toward it, not from it.  A side that never said
+     * anything and resets (a refused or dropped connection) is a failure. */
     bool finished = from->state == FLOW_DRAIN || from->state == FLOW_SHUT ||
                     from->state == FLOW_DISCARD ||
-                    (flow_pending(from) == 0 && from->last_in <= to->last_in);
+                    (from->bytes > 0 && flow_pending(from) == 0 && to->last_in > 0 &&
+                     from->last_in <= to->last_in);
     if (!finished)
         return false;
     r->reset_absorbed = true;
@@ -279,6 +286,9 @@ static bool side_reset(struct relay *r, int side)
         from->state = FLOW_SHUT;
     flow_discard(to);
     to->state = to->state == FLOW_OPEN ? FLOW_DISCARD : FLOW_SHUT;
+    /* everything it sent is delivered: pass its FIN on now */
+    if (!flow_maybe_shut(r, side))
+        from->state = FLOW_SHUT;   /* the other side is gone as well */
     return true;
 }
 

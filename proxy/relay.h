@@ -20,11 +20,12 @@
  * side that had finished sending ends only the flow toward it: everything it
  * sent is still delivered and the other side sees a FIN, not a reset.  A side
  * has finished sending when it sent its FIN before the reset (the
- * reset-after-FIN of Microsoft KB Q152474), or when it was the receiving
- * side at the moment of the reset: nothing of its own was pending and the
- * last bytes moved toward it, not from it (a server closing with unread
- * data).  A reset from a side that was sending (mid-transfer) resets the
- * other side too: real failures are not hidden.
+ * reset-after-FIN of Microsoft KB Q152474), or when it had sent something
+ * and was the receiving side at the moment of the reset: nothing of its own
+ * was pending and the last bytes moved toward it, not from it (a server
+ * closing with unread data).  A reset from a side that was sending
+ * (mid-transfer), or from one that never sent anything (a refused or dropped
+ * connection), resets the other side too: real failures are not hidden.
  */
 #ifndef IPERF_SHIM_PROXY_RELAY_H
 #define IPERF_SHIM_PROXY_RELAY_H
