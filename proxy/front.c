@@ -55,7 +55,7 @@ static void front_free(struct ev_loop *loop, struct front *f, bool close_fd)
 static void hexdump(const uint8_t *b, size_t n, char *out, size_t outsz)
 {
     size_t o = 0;
-    for (size_t i = 0; i < n && o + 3 < outsz; i++)
+    for (size_t i = 0; i < n && o + 2 < outsz; i++)
         o += (size_t)snprintf(out + o, outsz - o, "%02x", b[i]);
     out[o] = '\0';
 }
