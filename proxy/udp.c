@@ -359,19 +359,38 @@ static void flow_wait_listener(struct flow *f)
         ev_io_start(U.loop, &U.wr);
 }
 
-static void deliver_to_client(struct flow *f, const uint8_t *data, size_t len)
+
+/* Sends outs[0..n) on fd, a batch of flow f in direction dir (0: to the
+ * server, 1: to the client), whose lengths are msgs[first..first+n).
+ * Returns how many datagrams were taken or dropped for good; the rest
+ * would block.  An ICMP error that surfaces here is absorbed. */
+static void deliver(struct flow *f, int dir, const uint8_t *data, size_t len);
+
+static int send_batch(struct flow *f, int dir, int fd, int first, int n)
 {
-    if (f->q[1].count == 0) {
-        int r = send_to_client(f, data, len);
-        if (r <= 0)
-            return;
-    }
-    if (!dgq_push(&f->q[1], data, len)) {
+    int sent = 0, absorbed = 0;
+    while (sent < n) {
+        int r = sendmmsg(fd, outs + sent, (unsigned)(n - sent), MSG_DONTWAIT);
+        if (r > 0) {
+            for (int i = sent; i < sent + r; i++)
+                f->bytes[dir] += msgs[first + i].msg_len;
+            f->dgrams[dir] += (uint64_t)r;
+            sent += r;
+            continue;
+        }
+        if (r == -1 && errno == ECONNREFUSED && absorbed++ < 2) {
+            /* an earlier ICMP error surfaced here: absorbed, go on */
+            f->icmp++;
+            U.ctr.icmp_absorbed++;
+            log_debug("ICMP error absorbed on a UDP flow's socket");
+            continue;
+        }
+        if (r == -1 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS))
+            break;
+        sent++;   /* this datagram cannot be sent: drop it, go on */
         f->drops++;
-        U.ctr.queue_drops++;
-        return;
     }
-    flow_wait_listener(f);
+    return sent;
 }
 
 /* Sends bufs[0..n) (lengths in msgs[]) to the client in one sendmmsg; what
@@ -380,7 +399,7 @@ static void send_batch_to_client(struct flow *f, int n)
 {
     union { struct cmsghdr align; uint8_t b[64]; } cb;
     size_t clen = f->cfd >= 0 ? 0 : pktinfo_cmsg(&f->local, cb.b, sizeof(cb.b));
-    int sent = 0, absorbed = 0, fd = f->cfd >= 0 ? f->cfd : U.fd;
+    int sent = 0;
 
     if (f->q[1].count == 0) {
         for (int i = 0; i < n; i++) {
@@ -392,27 +411,10 @@ static void send_batch_to_client(struct flow *f, int n)
                 .msg_control = clen ? cb.b : NULL, .msg_controllen = clen,
             };
         }
-        while (sent < n) {
-            int r = sendmmsg(fd, outs + sent, (unsigned)(n - sent), MSG_DONTWAIT);
-            if (r > 0) {
-                for (int i = sent; i < sent + r; i++)
-                    f->bytes[1] += msgs[i].msg_len;
-                f->dgrams[1] += (uint64_t)r;
-                sent += r;
-                continue;
-            }
-            if (r == -1 && errno == ECONNREFUSED && absorbed++ < 2) {
-                U.ctr.icmp_absorbed++;   /* an earlier ICMP error surfaced: absorbed */
-                continue;
-            }
-            if (r == -1 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS))
-                break;
-            sent++;   /* this datagram cannot be sent: drop it, go on */
-            f->drops++;
-        }
+        sent = send_batch(f, 1, f->cfd >= 0 ? f->cfd : U.fd, 0, n);
     }
     for (int i = sent; i < n; i++)
-        deliver_to_client(f, bufs[i], msgs[i].msg_len);
+        deliver(f, 1, bufs[i], msgs[i].msg_len);
 }
 
 static void listener_writable_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -470,19 +472,24 @@ static int send_to_server(struct flow *f, const uint8_t *data, size_t len)
     return -1;
 }
 
-static void deliver_to_server(struct flow *f, const uint8_t *data, size_t len)
+/* Sends one datagram of flow f in direction dir (0: to the server, 1: to
+ * the client), or queues it behind those already waiting; a full queue drops
+ * it (counted). */
+static void deliver(struct flow *f, int dir, const uint8_t *data, size_t len)
 {
-    if (f->q[0].count == 0) {
-        int r = send_to_server(f, data, len);
+    if (f->q[dir].count == 0) {
+        int r = dir == 0 ? send_to_server(f, data, len) : send_to_client(f, data, len);
         if (r <= 0)
             return;
     }
-    if (!dgq_push(&f->q[0], data, len)) {
+    if (!dgq_push(&f->q[dir], data, len)) {
         f->drops++;
         U.ctr.queue_drops++;
         return;
     }
-    if (!ev_is_active(&f->uwr))
+    if (dir == 1)
+        flow_wait_listener(f);
+    else if (!ev_is_active(&f->uwr))
         ev_io_start(U.loop, &f->uwr);
 }
 
@@ -529,7 +536,7 @@ static bool from_client(struct flow *f, uint8_t *data, size_t len)
             /* answered from the report already relayed: nothing goes upstream */
             f->fins_answered++;
             U.ctr.fins_answered++;
-            deliver_to_client(f, f->report, f->report_len);
+            deliver(f, 1, f->report, f->report_len);
             return false;
         }
     }
@@ -540,7 +547,7 @@ static bool from_client(struct flow *f, uint8_t *data, size_t len)
  * does not take is queued. */
 static void send_batch_to_server(struct flow *f, int start, int n)
 {
-    int sent = 0, absorbed = 0;
+    int sent = 0;
     if (f == NULL || n == 0)
         return;
     if (f->q[0].count == 0) {
@@ -548,30 +555,10 @@ static void send_batch_to_server(struct flow *f, int start, int n)
             iovs[start + i].iov_len = msgs[start + i].msg_len;
             outs[i].msg_hdr = (struct msghdr){ .msg_iov = &iovs[start + i], .msg_iovlen = 1 };
         }
-        while (sent < n) {
-            int r = sendmmsg(f->ufd, outs + sent, (unsigned)(n - sent), MSG_DONTWAIT);
-            if (r > 0) {
-                for (int i = sent; i < sent + r; i++)
-                    f->bytes[0] += msgs[start + i].msg_len;
-                f->dgrams[0] += (uint64_t)r;
-                sent += r;
-                continue;
-            }
-            if (r == -1 && errno == ECONNREFUSED && absorbed++ < 2) {
-                /* the server's port was unreachable earlier (ICMP): absorbed */
-                f->icmp++;
-                U.ctr.icmp_absorbed++;
-                log_debug("ICMP error absorbed on the upstream socket of a UDP flow");
-                continue;
-            }
-            if (r == -1 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS))
-                break;
-            sent++;   /* this datagram cannot be sent: drop it, go on */
-            f->drops++;
-        }
+        sent = send_batch(f, 0, f->ufd, start, n);
     }
     for (int i = sent; i < n; i++)
-        deliver_to_server(f, bufs[start + i], msgs[start + i].msg_len);
+        deliver(f, 0, bufs[start + i], msgs[start + i].msg_len);
 }
 
 /* Datagrams from the server. */
