@@ -11,7 +11,7 @@ and every receiver hashes what it reads, so the test can prove that every
 byte sent was received, exactly once, in order.
 
   fake_iperf3.py server PORT                      (serves one test, prints JSON)
-  fake_iperf3.py client HOST PORT -P N -n BYTES [--receivers-first]
+  fake_iperf3.py client HOST PORT -P N -n BYTES [--receivers-first] [--sender-delay S]
 
 Each side prints one JSON line: {"sent": [[sha256, len], ...],
 "received": [[sha256, len], ...]} and exits 0, or exits 1 on a timeout.
@@ -24,6 +24,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 
 TEST_START, TEST_RUNNING, TEST_END = 1, 2, 4
 PARAM_EXCHANGE, CREATE_STREAMS, EXCHANGE_RESULTS = 9, 10, 13
@@ -63,7 +64,9 @@ def pattern(seed, nbytes):
         left -= len(block[:left])
 
 
-def run_sender(sock, seed, nbytes, out):
+def run_sender(sock, seed, nbytes, out, delay=0.0):
+    if delay:
+        time.sleep(delay)   # a sender that is slow to start (role learning falls back)
     h = hashlib.sha256()
     total = 0
     for chunk in pattern(seed, nbytes):
@@ -93,10 +96,11 @@ def run_receiver(sock, out):
     out.append([h.hexdigest(), total])
 
 
-def run_streams(senders, receivers, tag, nbytes):
+def run_streams(senders, receivers, tag, nbytes, delay=0.0):
     sent, received, threads = [], [], []
     for i, s in enumerate(senders):
-        threads.append(threading.Thread(target=run_sender, args=(s, f"{tag}{i}", nbytes, sent)))
+        threads.append(threading.Thread(target=run_sender,
+                                        args=(s, f"{tag}{i}", nbytes, sent, delay)))
     for s in receivers:
         threads.append(threading.Thread(target=run_receiver, args=(s, received)))
     for t in threads:
@@ -145,7 +149,7 @@ def server(port):
     print(json.dumps({"sent": sorted(sent), "received": sorted(received)}))
 
 
-def client(host, port, p, nbytes, receivers_first):
+def client(host, port, p, nbytes, receivers_first, sender_delay):
     cookie = (os.urandom(18).hex()[:36]).encode() + b"\0"
     cookie = bytes(c if c in b"abcdefghijklmnopqrstuvwxyz234567" else ord("a") for c in cookie[:36]) + b"\0"
     ctrl = socket.create_connection((host, port), timeout=TIMEOUT)
@@ -164,7 +168,7 @@ def client(host, port, p, nbytes, receivers_first):
         (receivers if role == "r" else senders).append(s)
     if recv_exact(ctrl, 2) != bytes([TEST_START, TEST_RUNNING]):
         raise SystemExit("expected TEST_START, TEST_RUNNING")
-    sent, received = run_streams(senders, receivers, "client", nbytes)
+    sent, received = run_streams(senders, receivers, "client", nbytes, sender_delay)
     ctrl.sendall(bytes([TEST_END]))
     if recv_exact(ctrl, 1)[0] != EXCHANGE_RESULTS:
         raise SystemExit("expected EXCHANGE_RESULTS")
@@ -182,12 +186,14 @@ def main():
     ap.add_argument("-P", type=int, default=1)
     ap.add_argument("-n", type=int, default=4 << 20)
     ap.add_argument("--receivers-first", action="store_true")
+    ap.add_argument("--sender-delay", type=float, default=0.0,
+                    help="client senders wait this long after TEST_RUNNING")
     a = ap.parse_args()
     try:
         if a.role == "server":
             server(int(a.args[0]))
         else:
-            client(a.args[0], int(a.args[1]), a.P, a.n, a.receivers_first)
+            client(a.args[0], int(a.args[1]), a.P, a.n, a.receivers_first, a.sender_delay)
     except (OSError, EOFError) as e:
         print(json.dumps({"error": str(e)}))
         sys.exit(1)

@@ -14,13 +14,16 @@ PY="python3 $here/fake_iperf3.py"
 SRV=15601 SHIMP=15602
 NBYTES=$((8 << 20))
 
-# run_pair P TARGET_PORT [SHIM_ARGS...]: one test; prints "ok" when exact
+# run_pair P TARGET_PORT [CLIENT_ARGS...]: one test; prints "ok" when exact
 run_pair() {
     local p=$1 port=$2
+    shift 2
+    local cargs=("$@")
+    [ ${#cargs[@]} -gt 0 ] || cargs=(--receivers-first)
     $PY server $SRV >"$IT_TMP/srv.json" 2>&1 &
     local spid=$!
     it_wait_tcp x $SRV 5 || it_fail "fake server did not start"
-    timeout 30 $PY client 127.0.0.1 "$port" -P "$p" -n $NBYTES --receivers-first \
+    timeout 30 $PY client 127.0.0.1 "$port" -P "$p" -n $NBYTES "${cargs[@]}" \
         >"$IT_TMP/cli.json" 2>&1
     local crc=$?
     wait $spid
@@ -76,5 +79,19 @@ for mode in splice copy; do
     kill "$SHIM_PID"
     wait "$SHIM_PID" 2>/dev/null
 done
+# 3. fallback: client senders start 2.5 s late, past --role-timeout 1; the shim must
+#    log that it could not learn the roles, pair in arrival order (right here: the
+#    client opens senders first, as real clients do) and lose nothing of the held bytes
+it_start_shim shim-fallback -- --listen "127.0.0.1:$SHIMP" --upstream "127.0.0.1:$SRV" \
+    --role-timeout 1
+it_log "through the shim, senders 2.5 s late, --role-timeout 1"
+out=$(run_pair 2 $SHIMP --sender-delay 2.5 2>&1) || { cat "$IT_TMP/shim-fallback.log"; it_fail "fallback: $out"; }
+it_log "$out"
+it_wait_log_count "$IT_TMP/shim-fallback.log" "mode TCP bidir" 1 5 ||
+    it_fail "fallback: no test line"
+grep -q "bidir roles not learned within 1.0 s (senders seen: client 0, server 2 of 2)" \
+    "$IT_TMP/shim-fallback.log" || { cat "$IT_TMP/shim-fallback.log"; it_fail "fallback: not logged"; }
+grep -q "roles paired in arrival order (roles not learned)" "$IT_TMP/shim-fallback.log" ||
+    { cat "$IT_TMP/shim-fallback.log"; it_fail "fallback: test line does not say so"; }
 it_log "all streams byte-exact through the shim"
 exit 0
