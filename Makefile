@@ -88,3 +88,8 @@ build/tools/nfq_delay: tests/tools/nfq_delay.c
 build/tools/libwinsock_udp.so: tests/tools/winsock_udp.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -fPIC -shared -o $@ $< -ldl
+
+# UDP benchmark (bench/udp.sh --help): iperf3 -u direct vs. shim vs. socat.
+.PHONY: bench-udp
+bench-udp: iperf-shim
+	bench/udp.sh

@@ -641,6 +641,13 @@ static void ctrl_connected(void *arg, int ufd, int err)
         test_maybe_free(t);
         return;
     }
+    /* iperf3 sets TCP_NODELAY on its control sockets: each state byte must go
+     * out at once.  With Nagle a message would wait for the delayed ACK of the
+     * one before (~40 ms): in -R UDP tests the server's first datagrams then
+     * arrive before the client knows the test runs, and count as lost. */
+    struct tcp_opts nodelay = { .nodelay = 1 };
+    tcp_opts_apply(t->cfd, &nodelay);
+    tcp_opts_apply(ufd, &nodelay);
     struct relay_opts o = {
         .splice = false, .idle = cfg.idle_timeout, .activity = &t->act,
         .inspect = ctrl_inspect, .done = ctrl_done, .arg = t,

@@ -329,3 +329,206 @@ PYEOF
 #   server->client Y[, connect-back via shim port P to client port Q: N connection(s),
 #   bytes server->client X2, client->server Y2], OUTCOME
 it_iperf2_shim_lines() { grep -E '^(\S+\s+)?(info\s+)?iperf2 test: client ' "$1"; }
+
+# ---------------------------------------------------------------------------
+# UDP helpers (t_udp_iperf3.sh, t_udp_iperf2.sh; usable by any UDP test).
+
+# it_wait_udp HOST PORT [TIMEOUT_S]: poll until a UDP socket is bound to PORT.
+it_wait_udp() {
+    local port=$2 t=${3:-10} i
+    for i in $(seq $((t * 20))); do
+        ss -Huan "sport = :$port" | grep -q . && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
+# it_udp_iperf3_check FILE [--mode default|reverse|bidir] [-P N] [--len L]
+# Asserts on one `iperf3 -u -J` client result (3.12 key layout):
+#  - no "error" key; test_start: protocol UDP, num_streams N, reverse flag, blksize L;
+#  - every direction (one, two with --bidir): sum_sent and sum_received both count
+#    packets (> 0) and the receiver got bytes; the receiver got no more bytes than
+#    were sent and its highest sequence number is not above the sender's count
+#    (a relay that duplicated or invented datagrams would break these);
+#  - end.streams has N entries (2N with --bidir), each with packets > 0;
+#  - when the server ran with -J and the client with --get-server-output: the
+#    server's own interval reports show as many streams, each with packets > 0
+#    (sent or received by the server itself).
+# Prints one line per direction: sent/received packets, iperf3's loss (gaps in
+# sequence numbers seen by the receiver: it does not see datagrams lost after
+# the last one it received, nor those that arrived before it entered
+# TEST_RUNNING, which it drops uncounted), the "true" loss 1 - received bytes /
+# sent bytes (counts both), and the receiver's jitter.  Also writes FILE.metrics:
+# one line per direction "DIR trueloss_pct iperf_lost_pct jitter_ms first_interval_lost".
+it_udp_iperf3_check() {
+    python3 - "$@" <<'PYEOF'
+import json, sys
+args = sys.argv[1:]
+f = args.pop(0)
+mode, P, blk = "default", 1, None
+while args:
+    a = args.pop(0)
+    if a == "--mode": mode = args.pop(0)
+    elif a == "-P": P = int(args.pop(0))
+    elif a == "--len": blk = int(args.pop(0))
+    else: sys.exit("it_udp_iperf3_check: bad option " + a)
+bad, lines, metrics = [], [], []
+try:
+    d = json.load(open(f))
+except Exception as e:
+    print("FAIL: %s: not JSON (%s)" % (f, e)); sys.exit(1)
+if "error" in d:
+    print("FAIL: iperf3 reported error: %r" % d["error"]); sys.exit(1)
+ts = d.get("start", {}).get("test_start", {})
+if ts.get("protocol") != "UDP": bad.append("protocol=%r" % ts.get("protocol"))
+if ts.get("num_streams") != P: bad.append("num_streams=%r, want %d" % (ts.get("num_streams"), P))
+if bool(ts.get("reverse")) != (mode == "reverse"): bad.append("reverse=%r in mode %s" % (ts.get("reverse"), mode))
+if blk is not None and ts.get("blksize") != blk: bad.append("blksize=%r, want %d" % (ts.get("blksize"), blk))
+e = d.get("end", {})
+nconn = 2 * P if mode == "bidir" else P
+dirs = [("s->c" if mode == "reverse" else "c->s", "sum_sent", "sum_received", "sum")]
+if mode == "bidir":
+    dirs.append(("s->c", "sum_sent_bidir_reverse", "sum_received_bidir_reverse", "sum_bidir_reverse"))
+ivs = d.get("intervals", [])
+for name, ks, kr, kiv in dirs:
+    if ks not in e or kr not in e:
+        bad.append("%s: missing end.%s/end.%s" % (name, ks, kr)); continue
+    s, r = e[ks], e[kr]
+    sp, rp, sb, rb = s.get("packets", 0), r.get("packets", 0), s.get("bytes", 0), r.get("bytes", 0)
+    if sp <= 0: bad.append("%s: sender counted %d packets" % (name, sp))
+    if rp <= 0 or rb <= 0: bad.append("%s: receiver counted %d packets, %d bytes" % (name, rp, rb))
+    if rb > sb: bad.append("%s: receiver got %d bytes > %d sent (duplicated datagrams?)" % (name, rb, sb))
+    if rp > sp: bad.append("%s: receiver's highest sequence %d > %d packets sent" % (name, rp, sp))
+    tl = 100.0 * (1 - rb / sb) if sb > 0 else 100.0
+    fil = ivs[0].get(kiv, {}).get("lost_packets", 0) if ivs and kiv in ivs[0] else 0
+    lines.append("%s: sent %d recv %d pkts, iperf3 lost %d (%.2f%%), true loss %.2f%%, jitter %.3f ms"
+                 % (name, sp, rp, r.get("lost_packets", 0), r.get("lost_percent", 0), tl, r.get("jitter_ms", 0)))
+    metrics.append("%s %.4f %.4f %.4f %d" % (name, tl, r.get("lost_percent", 0), r.get("jitter_ms", 0), fil))
+streams = e.get("streams", [])
+if len(streams) != nconn: bad.append("end.streams has %d entries, want %d" % (len(streams), nconn))
+for st in streams:
+    u = st.get("udp", {})
+    if u.get("packets", 0) <= 0 or u.get("bytes", 0) <= 0:
+        bad.append("stream socket %s: packets %r bytes %r" % (u.get("socket"), u.get("packets"), u.get("bytes")))
+so = d.get("server_output_json")
+if so is not None:
+    if "error" in so: bad.append("server reported error: %r" % so["error"])
+    # the server's own counts: its interval reports (end.streams mixes in the peer's)
+    own = {}
+    for iv in so.get("intervals", []):
+        for st in iv.get("streams", []):
+            k = st.get("socket")
+            own[k] = own.get(k, 0) + st.get("packets", 0)
+    if len(own) != nconn: bad.append("server's intervals show %d streams, want %d" % (len(own), nconn))
+    for k, n in sorted(own.items()):
+        if n <= 0: bad.append("server stream socket %s counted %d packets itself" % (k, n))
+open(f + ".metrics", "w").write("".join(m + "\n" for m in metrics))
+if bad:
+    print("FAIL: %s: %s" % (f, "; ".join(bad)))
+    for l in lines: print("      " + l)
+    sys.exit(1)
+print(" | ".join(lines))
+PYEOF
+}
+
+# it_udp_metric FILE DIR FIELD: one number from FILE.metrics written by
+# it_udp_iperf3_check (FIELD: trueloss, lost, jitter, firstlost).
+it_udp_metric() {
+    awk -v d="$2" -v f="$3" 'BEGIN { c["trueloss"] = 2; c["lost"] = 3; c["jitter"] = 4; c["firstlost"] = 5 }
+        $1 == d { print $(c[f]); exit }' "$1.metrics"
+}
+
+# it_frag_counters: "IPv4FragCreates IPv6FragCreates" from /proc/net/snmp{,6}
+# (host-wide: other traffic on the machine adds to them).
+it_frag_counters() {
+    local v4 v6
+    v4=$(awk '/^Ip: / { if (!h) { for (i = 2; i <= NF; i++) n[$i] = i; h = 1 } else print $(n["FragCreates"]) }' /proc/net/snmp)
+    v6=$(awk '$1 == "Ip6FragCreates" { print $2 }' /proc/net/snmp6)
+    echo "${v4:-0} ${v6:-0}"
+}
+
+# it_proc_rss_kb PID: resident set size of PID in KiB.
+it_proc_rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
+
+# it_udp_sink NAME OUT HOST PORT...: a python UDP sink bound to HOST on each PORT
+# (background, bounded to 30 min).  It counts datagrams and bytes per port and
+# keeps OUT up to date (rewritten atomically, at most every 0.1 s, and on
+# SIGTERM): one line "PORT DATAGRAMS BYTES" per port.  The first datagram each
+# port receives is saved in hex to OUT.first.PORT.  Sets IT_LAST_PID.
+it_udp_sink() {
+    local name=$1 out=$2 host=$3 p; shift 3
+    it_bg "$name" timeout 1800 python3 -c '
+import os, select, signal, socket, sys, time
+out, host, ports = sys.argv[1], sys.argv[2], [int(p) for p in sys.argv[3:]]
+fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+socks, cnt, byt = {}, {}, {}
+for p in ports:
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    s.bind((host, p)); s.setblocking(False)
+    socks[s.fileno()] = (s, p); cnt[p] = 0; byt[p] = 0
+def dump():
+    tmp = out + ".tmp"
+    with open(tmp, "w") as fh:
+        for p in ports: fh.write("%d %d %d\n" % (p, cnt[p], byt[p]))
+    os.replace(tmp, out)
+stop = []
+signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+dump(); last = time.monotonic(); dirty = False
+while not stop:
+    try: r, _, _ = select.select(list(socks), [], [], 0.1)
+    except InterruptedError: r = []
+    for fd in r:
+        s, p = socks[fd]
+        while True:
+            try: dg = s.recv(65536)
+            except (BlockingIOError, InterruptedError): break
+            except OSError: break
+            if cnt[p] == 0:
+                open("%s.first.%d" % (out, p), "w").write(dg.hex() + "\n")
+            cnt[p] += 1; byt[p] += len(dg); dirty = True
+    if dirty and time.monotonic() - last >= 0.1:
+        dump(); last = time.monotonic(); dirty = False
+dump()
+' "$out" "$host" "$@"
+    for p in "$@"; do
+        it_wait_udp "$host" "$p" 10 || { cat "$IT_TMP/$name.log"; it_fail "UDP sink did not bind $host:$p"; }
+    done
+    for p in $(seq 50); do [ -s "$out" ] && break; sleep 0.05; done
+}
+
+# it_udp_sink_count OUT PORT: datagrams the sink has counted on PORT so far.
+it_udp_sink_count() { awk -v p="$2" '$1 == p { print $2; f = 1 } END { if (!f) print 0 }' "$1" 2>/dev/null; }
+
+# it_stop_pid PID: SIGTERM, wait up to 5 s, then SIGKILL (one process we started).
+it_stop_pid() {
+    local p=$1
+    kill "$p" 2>/dev/null
+    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null
+    for _ in $(seq 20); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done
+}
+
+# it_iperf2_udp_reports FILE: checks an `iperf -c -u` client output.  Prints
+# "REPORTS SENT LOST TOTAL" (Server Reports found, sum of "Sent N datagrams",
+# sum of the reports' Lost and Total), or "REPORTS SENT RXLOST RXTOTAL" from the
+# client's own receiver line for --reverse tests (REPORTS is then 0).
+it_iperf2_udp_reports() {
+    python3 - "$1" <<'PYEOF'
+import re, sys
+t = open(sys.argv[1], errors="replace").read().splitlines()
+reports = sum(1 for l in t if "Server Report:" in l)
+sent = sum(int(m.group(1)) for l in t for m in [re.search(r"\]\s+Sent (\d+) datagrams", l)] if m and "SUM" not in l)
+lost = total = 0
+for i, l in enumerate(t):
+    if "Server Report:" in l:
+        for l2 in t[i + 1:i + 4]:
+            m = re.search(r"\s(\d+)/(\d+) \(", l2)
+            if m: lost += int(m.group(1)); total += int(m.group(2)); break
+if reports == 0:
+    for l in t:
+        m = re.search(r"\s(\d+)/(\d+) \(", l)
+        if m and "SUM" not in l: lost += int(m.group(1)); total += int(m.group(2))
+print(reports, sent, lost, total)
+PYEOF
+}
