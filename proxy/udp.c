@@ -743,6 +743,14 @@ static void client_readable(int fd)
                 U.ctr.junk++;
                 continue;
             }
+            if ((proto == FLOW_IPERF3 && cfg.protocol == PROTO_IPERF2) ||
+                (proto == FLOW_IPERF2 && cfg.protocol == PROTO_IPERF3)) {
+                U.ctr.wrong_protocol++;   /* --protocol excludes it: no state */
+                log_debug("UDP datagram of an %s client dropped: --protocol %s",
+                          proto == FLOW_IPERF3 ? "iperf3" : "iperf2",
+                          cfg.protocol == PROTO_IPERF2 ? "iperf2" : "iperf3");
+                continue;
+            }
             local_from_cmsg(mh, &local);
             f = flow_new(&names[i], mh->msg_namelen, &local, proto, d, len);
             if (f == NULL)

@@ -32,6 +32,7 @@
 
 struct udp_counters {
     uint64_t junk;            /* datagrams dropped: not iperf, no flow */
+    uint64_t wrong_protocol;  /* first datagrams dropped: excluded by --protocol */
     uint64_t refused_flows;   /* first datagrams dropped: flow table full */
     uint64_t icmp_absorbed;   /* ICMP errors (ECONNREFUSED) seen on shim sockets */
     uint64_t queue_drops;     /* datagrams dropped: a per-flow queue was full */
