@@ -277,13 +277,15 @@ static void pair_by_role(struct test *t)
     int n[2][3] = { { 0 } };
     char who[ADDR_STR_MAX];
 
+    int want = 2 * t->params.parallel;   /* try_pair() checked these all exist */
+    /* connections beyond the 2P the client announced stay held until the test ends */
     for (int s = 0; s < 2; s++)
-        for (int i = 0; i < t->nlegs[s]; i++) {
+        for (int i = 0; i < want; i++) {
             struct leg *l = t->legs[s][i];
             by[s][l->role][n[s][l->role]++] = l;
         }
     enum role met[I3_MAX_LEGS];   /* role of the server leg opened for client leg i */
-    for (int i = 0; i < t->nlegs[SIDE_SERVER]; i++)
+    for (int i = 0; i < want; i++)
         met[i] = t->legs[SIDE_SERVER][i]->role;
     t->paired = true;
     t->busy++;

@@ -61,6 +61,9 @@ struct flow {
     uint8_t         *report;          /* iperf2: first Server Report from the server */
     size_t           report_len;
     bool             fin_seen;        /* iperf2: the client's final datagram arrived */
+    bool             detached;        /* a new test took over the client's address: this
+                                         flow only lingers, absorbing the server's late
+                                         datagrams; it is on U.detached, not in the hash */
     uint64_t         dgrams[2];       /* datagrams delivered client->server, server->client */
     uint64_t         bytes[2];        /* bytes delivered, same order */
     uint64_t         drops;           /* queue overflows */
@@ -77,6 +80,7 @@ static struct {
     ev_io           rd, wr;      /* readable; writable while flows wait */
     struct flow    *hash[HASH_BUCKETS];
     struct flow    *waiting;     /* flows with datagrams queued toward clients */
+    struct flow    *detached;    /* flows replaced by a new test from the same address */
     int             nflows;
     struct udp_counters ctr;
     ev_tstamp       last_full_log; /* rate limit for "table full" */
@@ -260,7 +264,7 @@ static void flow_log_end(const struct flow *f)
 static void flow_free(struct flow *f)
 {
     unsigned h = sa_hash(&f->client);
-    for (struct flow **pp = &U.hash[h]; *pp; pp = &(*pp)->hnext) {
+    for (struct flow **pp = f->detached ? &U.detached : &U.hash[h]; *pp; pp = &(*pp)->hnext) {
         if (*pp == f) {
             *pp = f->hnext;
             break;
@@ -581,6 +585,12 @@ static void upstream_readable_cb(struct ev_loop *loop, ev_io *w, int revents)
         return;
     }
     f->last[1] = ev_now(loop);
+    if (f->detached) {
+        /* its client's address now belongs to a newer test: keep the server's
+         * late datagrams away from it, and keep this port open (no ICMP) */
+        f->late_reports += (uint32_t)n;
+        return;
+    }
     if (f->proto == FLOW_IPERF2 && f->report != NULL && f->i2.hdr.mode == I2_MODE_NORMAL) {
         /* The client has its report (repeats of its final datagram are answered
          * from it): the server's further copies would only travel toward a
@@ -704,6 +714,38 @@ static struct flow *flow_new(const struct sockaddr_storage *client, socklen_t cl
     return f;
 }
 
+/* Does this datagram start a new test on the address of an existing flow?
+ * Clients reuse source ports, sometimes while the old flow still lingers.
+ * iperf3: a second stream request (the client never repeats one); iperf2: a
+ * datagram that is not a final one after the final ones began. */
+static bool flow_restarts(const struct flow *f, const uint8_t *d, size_t len)
+{
+    if (f->proto == FLOW_IPERF3)
+        return f->dgrams[0] > 0 && detect_udp(d, len) == DETECT_IPERF3;
+    struct i2_udp_dgram dg;
+    return f->fin_seen && i2_udp_dgram_parse(d, len, f->i2.layout, &dg) == I2_OK && !dg.fin;
+}
+
+/* Takes a flow out of the lookup: it lingers on, absorbing what the server
+ * still sends for the old test, while a new flow serves the new one. */
+static void flow_detach(struct flow *f)
+{
+    char c[ADDR_STR_MAX];
+    unsigned h = sa_hash(&f->client);
+    for (struct flow **pp = &U.hash[h]; *pp; pp = &(*pp)->hnext) {
+        if (*pp == f) {
+            *pp = f->hnext;
+            break;
+        }
+    }
+    f->detached = true;
+    f->hnext = U.detached;
+    U.detached = f;
+    dgq_clear(&f->q[1]);   /* nothing more goes to the old test's client */
+    log_debug("UDP client %s started a new test while its last flow lingered: "
+              "a new flow serves it", client_s(f, c));
+}
+
 /* Client datagrams are readable on fd: the listener, or a flow's connected
  * socket (--udp-connected).  Each goes to its flow by lookup, either way. */
 static void client_readable(int fd)
@@ -733,6 +775,15 @@ static void client_readable(int fd)
             continue;
         }
         struct flow *f = flow_lookup(&names[i]);
+        if (f != NULL && flow_restarts(f, d, len)) {
+            if (run == f) {   /* what is batched for the old flow goes out first */
+                send_batch_to_server(run, run_start, run_len);
+                run = NULL;
+                run_len = 0;
+            }
+            flow_detach(f);
+            f = NULL;
+        }
         if (f == NULL) {
             struct sockaddr_storage local;
             enum flow_proto proto;
@@ -852,6 +903,8 @@ void udp_stop(struct ev_loop *loop)
     for (int h = 0; h < HASH_BUCKETS; h++)
         while (U.hash[h])
             flow_free(U.hash[h]);
+    while (U.detached)
+        flow_free(U.detached);
     ev_io_stop(loop, &U.rd);
     ev_io_stop(loop, &U.wr);
     close(U.fd);

@@ -7,6 +7,9 @@
 #    dropped by the client's kernel and the test would fail.
 # 2. --protocol applies to UDP flows too: with --protocol iperf3 an iperf2 UDP
 #    client gets nothing through (no upstream traffic), and the reverse.
+# 3. A client that reuses its source port for a new test while the old test's
+#    flow still lingers gets its own Server Report, not the old one kept for
+#    answering repeated final datagrams.
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
@@ -26,6 +29,18 @@ for dst in 127.0.0.2 127.0.0.3; do
     out=$(timeout 20 iperf -c $dst -p $SHIMP -u -b 5M -t 1 2>&1)
     echo "$out" | grep -q "Server Report:" || { echo "$out"; it_fail "iperf2 -u to $dst: no Server Report"; }
     it_log "iperf2 -u to $dst: Server Report received"
+    sleep 3   # Debian's 2.1.8 server crashes on back-to-back clients
+done
+
+# same source port, three tests back to back (within --udp-linger): each report
+# must count that test's own bytes
+for n in 100 300 200; do
+    out=$(timeout 20 iperf -c 127.0.0.1 -p $SHIMP -u -n ${n}K -B 127.0.0.1:15704 2>&1)
+    line=$(echo "$out" | grep -A2 "Server Report:" | tail -n 1)
+    echo "$line" | grep -q " $((n + 1)) KBytes" ||
+        { echo "$out"; it_fail "source port reused: the -n ${n}K test got report '$line'"; }
+    it_log "-n ${n}K from port 15704: $line"
+    sleep 3   # Debian's 2.1.8 server crashes on back-to-back clients
 done
 kill "$SHIM_PID"; wait "$SHIM_PID" 2>/dev/null
 
