@@ -369,6 +369,19 @@ enum i2_result i2_udp_dgram_parse(const uint8_t *d, size_t len, enum i2_udp_layo
     return I2_OK;
 }
 
+/* Common start of every UDP client datagram form: the datagram header in
+ * `layout`, and an empty test header.  Returns I2_OK or I2_NOT_IPERF2. */
+static enum i2_result udp_client_start(const uint8_t *d, size_t len, enum i2_udp_layout layout,
+                                       bool small_triptimes, struct i2_udp_client *out)
+{
+    if (i2_udp_dgram_parse(d, len, layout, &out->dgram) != I2_OK)
+        return I2_NOT_IPERF2;
+    out->layout = layout;
+    out->small_triptimes = small_triptimes;
+    memset(&out->hdr, 0, sizeof(out->hdr));
+    return I2_OK;
+}
+
 /* 2.0.13+ test header at offset 16.  Returns I2_OK or I2_NOT_IPERF2. */
 static enum i2_result udp_modern(const uint8_t *d, size_t len, struct i2_udp_client *out)
 {
@@ -391,11 +404,8 @@ static enum i2_result udp_modern(const uint8_t *d, size_t len, struct i2_udp_cli
     }
     if (!fields_plausible(p, fixed, flags))
         return I2_NOT_IPERF2;
-    if (i2_udp_dgram_parse(d, len, I2_UDP_HDR16, &out->dgram) != I2_OK)
+    if (udp_client_start(d, len, I2_UDP_HDR16, false, out) != I2_OK)
         return I2_NOT_IPERF2;
-    out->layout = I2_UDP_HDR16;
-    out->small_triptimes = false;
-    memset(&out->hdr, 0, sizeof(out->hdr));
     fields_fill(p, flags, &out->hdr);
     out->hdr.len = hlen;
     return I2_OK;
@@ -412,11 +422,8 @@ static enum i2_result udp_legacy(const uint8_t *d, size_t len, struct i2_udp_cli
         return I2_NOT_IPERF2;
     if (!fields_plausible(p, I2_HDR_V1_LEN, flags))
         return I2_NOT_IPERF2;
-    if (i2_udp_dgram_parse(d, len, I2_UDP_HDR12, &out->dgram) != I2_OK)
+    if (udp_client_start(d, len, I2_UDP_HDR12, false, out) != I2_OK)
         return I2_NOT_IPERF2;
-    out->layout = I2_UDP_HDR12;
-    out->small_triptimes = false;
-    memset(&out->hdr, 0, sizeof(out->hdr));
     fields_fill(p, flags, &out->hdr);
     out->hdr.len = I2_HDR_V1_LEN;
     return I2_OK;
@@ -430,11 +437,8 @@ static enum i2_result udp_small(const uint8_t *d, size_t len, struct i2_udp_clie
         return I2_NOT_IPERF2;
     if (be16(d + I2_UDP_HDR16) != I2_HEADER16_SMALL_TRIPTIMES)
         return I2_NOT_IPERF2;
-    if (i2_udp_dgram_parse(d, len, I2_UDP_HDR16, &out->dgram) != I2_OK)
+    if (udp_client_start(d, len, I2_UDP_HDR16, true, out) != I2_OK)
         return I2_NOT_IPERF2;
-    out->layout = I2_UDP_HDR16;
-    out->small_triptimes = true;
-    memset(&out->hdr, 0, sizeof(out->hdr));
     out->hdr.flags = I2_HEADER16_SMALL_TRIPTIMES;
     out->hdr.len = 2;
     out->hdr.mode = I2_MODE_NORMAL;
@@ -453,11 +457,8 @@ static enum i2_result udp_headerless(const uint8_t *d, size_t len, struct i2_udp
         return I2_NOT_IPERF2;
     if (pattern_check(d, len, off + 4, off + 4 + 16) != I2_OK)
         return I2_NOT_IPERF2;
-    if (i2_udp_dgram_parse(d, len, I2_UDP_HDR16, &out->dgram) != I2_OK)
+    if (udp_client_start(d, len, I2_UDP_HDR16, false, out) != I2_OK)
         return I2_NOT_IPERF2;
-    out->layout = I2_UDP_HDR16;
-    out->small_triptimes = false;
-    memset(&out->hdr, 0, sizeof(out->hdr));
     out->hdr.flags = be32(d + off);
     out->hdr.headerless = true;
     out->hdr.len = 4;
