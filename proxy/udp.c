@@ -246,18 +246,19 @@ static void flow_log_end(const struct flow *f)
             snprintf(back, sizeof(back), "; connect-back: %" PRIu64 " datagrams to client, %"
                      PRIu64 " to server", to_c, to_s);
         }
-        log_info("iperf2 UDP flow %s ended (%s): %" PRIu64 " datagrams to server, %" PRIu64
-                 " to client; final datagrams %" PRIu32 " (%" PRIu32 " answered by the shim), "
-                 "Server Report %s (%" PRIu32 " later copies absorbed); ICMP errors absorbed %"
-                 PRIu32 "; queue drops %" PRIu64 "%s",
-                 client_s(f, c), i2_mode_name(f->i2.hdr.mode), f->dgrams[0], f->dgrams[1],
-                 f->fins, f->fins_answered,
+        log_info("iperf2 UDP flow %s ended (%s): %" PRIu64 " datagrams (%" PRIu64 " bytes) to "
+                 "server, %" PRIu64 " to client; final datagrams %" PRIu32 " (%" PRIu32
+                 " answered by the shim), Server Report %s (%" PRIu32 " later copies absorbed); "
+                 "ICMP errors absorbed %" PRIu32 "; queue drops %" PRIu64 "%s",
+                 client_s(f, c), i2_mode_name(f->i2.hdr.mode), f->dgrams[0], f->bytes[0],
+                 f->dgrams[1], f->fins, f->fins_answered,
                  f->report ? "relayed" : (f->fin_seen ? "never came" : "not due"),
                  f->late_reports, f->icmp, f->drops, back);
     } else {
-        log_debug("iperf3 UDP stream %s ended: %" PRIu64 " datagrams to server, %" PRIu64
-                  " to client, ICMP errors absorbed %" PRIu32 ", queue drops %" PRIu64,
-                  client_s(f, c), f->dgrams[0], f->dgrams[1], f->icmp, f->drops);
+        log_info("iperf3 UDP stream %s ended: %" PRIu64 " datagrams (%" PRIu64 " bytes) to "
+                 "server, %" PRIu64 " (%" PRIu64 " bytes) to client; ICMP errors absorbed %"
+                 PRIu32 "; queue drops %" PRIu64, client_s(f, c), f->dgrams[0], f->bytes[0],
+                 f->dgrams[1], f->bytes[1], f->icmp, f->drops);
     }
 }
 

@@ -36,6 +36,7 @@ step "iperf2 TCP through the same shim port"
 timeout 30 iperf -c 127.0.0.1 -p $PSHIM -t 2 | grep -E 'sec'
 step "iperf2 UDP through the same shim port (the Server Report comes back through the shim)"
 timeout 30 iperf -c 127.0.0.1 -p $PSHIM -u -b 50M -t 2 | grep -A2 'Server Report'
-sleep 3   # UDP flows are logged when they end, after --udp-linger
+# UDP flows are logged when they end, --udp-linger (2 s) after their last datagram
+for _ in $(seq 100); do grep -q 'iperf2 UDP flow .* ended' "$tmp/shim.log" && break; sleep 0.1; done
 step "what the shim logged"
 cat "$tmp/shim.log"
