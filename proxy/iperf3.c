@@ -127,7 +127,8 @@ static void test_log_end(struct test *t)
         snprintf(outcome, sizeof(outcome), "control %s", relay_end_str(t->ctrl_end));
     char bytes[96];
     if (t->have_params && t->params.proto == I3_PROTO_UDP)
-        snprintf(bytes, sizeof(bytes), "data over UDP (counted on each stream's \"iperf3 UDP stream\" line)");
+        snprintf(bytes, sizeof(bytes),
+                 "data over UDP (counted on each stream's \"iperf3 UDP stream\" line)");
     else
         snprintf(bytes, sizeof(bytes), "bytes client->server %" PRIu64 ", server->client %"
                  PRIu64, t->bytes[0], t->bytes[1]);

@@ -36,8 +36,9 @@
 #     did not occur" and still exits 0, so the report is what is checked).
 #  4. shim, UDP -d and -u -r (v4): both directions must carry data: the client's
 #     Server Report for [1] and the connect-back stream [2] (local port 5001) > 0
-#     bytes, and the server must still be running afterwards.  UDP clients are spaced 3 s apart (Debian's 2.1.8 UDP server
-#     may segfault on back-to-back clients).  A direct UDP -d is logged, not asserted.
+#     bytes, and the server must still be running afterwards.  UDP clients are spaced
+#     3 s apart (Debian's 2.1.8 UDP server may segfault on back-to-back clients).  A
+#     direct UDP -d is logged, not asserted.
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 . "$here/netns.sh"
