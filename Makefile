@@ -93,3 +93,19 @@ build/tools/libwinsock_udp.so: tests/tools/winsock_udp.c
 .PHONY: bench-udp
 bench-udp: iperf-shim
 	bench/udp.sh
+
+# Coverage-guided fuzzing of protocol/ and compat/ (libFuzzer, clang, ASan + UBSan).
+# Not part of `make test`: `make fuzz FUZZ_SECONDS=300` runs it (default 60 s);
+# crashes are written to build/fuzz/ and fail the target.
+.PHONY: fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_CC      ?= clang
+build/fuzz/fuzz_protocol: tests/fuzz/fuzz_protocol.c $(LIB_SRC) $(wildcard protocol/*.h compat/*.h)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) -std=c11 -D_GNU_SOURCE -I. -g -O1 -Wall -Wextra -Werror \
+	    -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	    -o $@ tests/fuzz/fuzz_protocol.c $(LIB_SRC) -lcjson
+fuzz: build/fuzz/fuzz_protocol
+	python3 tests/fuzz/seed.py build/fuzz/corpus
+	build/fuzz/fuzz_protocol -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+	    -artifact_prefix=build/fuzz/ build/fuzz/corpus
