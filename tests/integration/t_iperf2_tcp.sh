@@ -57,8 +57,33 @@ for p in $P_SHIM $P_I2 $P_I3 $P_LD $P_LR $P_ONLY3 $P_ONLY2; do
 done
 it_log "$(iperf -v 2>&1 | head -n 1); $(iperf3 -v | head -n 1)"
 
-it_bg i2srv timeout 600 iperf -s -p "$P_I2" -B 127.0.0.1
-it_wait_tcp x "$P_I2" 10 || { cat "$IT_TMP/i2srv.log"; it_fail "iperf2 server did not listen on $P_I2"; }
+# i2srv_start: (re)start the iperf2 server and wait until it listens.
+i2srv_start() {
+    it_bg i2srv timeout 600 iperf -s -p "$P_I2" -B 127.0.0.1
+    I2SRV_PID=$IT_LAST_PID
+    it_wait_tcp x "$P_I2" 10 || { cat "$IT_TMP/i2srv.log"; it_fail "iperf2 server did not listen on $P_I2"; }
+}
+# i2srv_alive: restarts the iperf2 server if it is gone, and says so.  Debian's
+# 2.1.8 server segfaults now and then when a test ends (seen once in about 20 runs
+# of this test, right after the -n 10M case: "iperf: segfault at 188" in dmesg).
+# A crashed server is not a failure of the shim, but a crash every time would be
+# suspicious, so it may happen at most I2SRV_RESTARTS_MAX times per run.  Returns
+# 0 if the server was alive, 1 if it had to be restarted.
+I2SRV_RESTARTS=0 I2SRV_RESTARTS_MAX=2
+i2srv_alive() {
+    kill -0 "$I2SRV_PID" 2>/dev/null && return 0
+    local st=0
+    wait "$I2SRV_PID" 2>/dev/null; st=$?
+    I2SRV_RESTARTS=$((I2SRV_RESTARTS + 1))
+    echo "# NOTE: the iperf2 server exited (status $st; $(dmesg 2>/dev/null | grep -c 'iperf\[[0-9]*\]: segfault') iperf segfault(s) in dmesg so far):" \
+         "restart $I2SRV_RESTARTS of at most $I2SRV_RESTARTS_MAX"
+    tail -n 3 "$IT_TMP/i2srv.log" | sed 's/^/#     | /'
+    [ "$I2SRV_RESTARTS" -le "$I2SRV_RESTARTS_MAX" ] || it_fail "the iperf2 server died $I2SRV_RESTARTS times"
+    mv "$IT_TMP/i2srv.log" "$IT_TMP/i2srv.$I2SRV_RESTARTS.crashed"
+    i2srv_start
+    return 1
+}
+i2srv_start
 it_iperf3_server i3srv "$P_I3"
 it_start_shim shim -- --listen "127.0.0.1:$P_SHIM" --upstream "127.0.0.1:$P_I3" \
     --upstream-iperf2 "127.0.0.1:$P_I2" --protocol auto --handshake-timeout 3 --log-level debug
@@ -184,10 +209,18 @@ PYEOF
 }
 
 # run_case NAME MODE SPEC ARGS...: one iperf2 client through the shim, then check_case.
+# A case that fails while the iperf2 server died under it runs once more on a
+# restarted server.
 run_case() {
-    local name=$1 mode=$2 spec=$3 rc; shift 3
-    timeout 40 iperf -c 127.0.0.1 -p "$P_SHIM" -t 1 "$@" >"$IT_TMP/$name.out" 2>&1; rc=$?
-    if check_case "$name" "$rc" "$mode" "$spec" >"$IT_TMP/$name.check" 2>&1; then
+    local name=$1 mode=$2 spec=$3 rc try ok=0; shift 3
+    for try in 1 2; do
+        i2srv_alive
+        timeout 40 iperf -c 127.0.0.1 -p "$P_SHIM" -t 1 "$@" >"$IT_TMP/$name.out" 2>&1; rc=$?
+        check_case "$name" "$rc" "$mode" "$spec" >"$IT_TMP/$name.check" 2>&1 && { ok=1; break; }
+        [ $try = 1 ] && ! i2srv_alive && { echo "# $name: the server died during the case: once more"; continue; }
+        break
+    done
+    if [ $ok = 1 ]; then
         it_log "$(cat "$IT_TMP/$name.check")"
     else
         cat "$IT_TMP/$name.check"
@@ -215,6 +248,7 @@ it_start_shim only2 -- --listen "127.0.0.1:$P_ONLY2" --upstream "127.0.0.1:$P_I3
     --upstream-iperf2 "127.0.0.1:$P_I2" --protocol iperf2
 
 # 2a: iperf2 client to --protocol iperf3
+i2srv_alive
 n2_before=$(grep -c 'connected with' "$IT_TMP/i2srv.log")
 timeout 20 iperf -c 127.0.0.1 -p "$P_ONLY3" -t 1 >"$IT_TMP/only3.out" 2>&1; rc=$?
 cport=$(it_iperf2_streams "$IT_TMP/only3.out" | awk -v sp="$P_ONLY3" '$4 == sp { print $3; exit }')
@@ -250,6 +284,7 @@ n3_after=$(grep -c 'Accepted connection' "$IT_TMP/i3srv.log")
 [ "$n3_after" = "$n3_before" ] || bad "--protocol iperf2: the iperf3 server accepted $((n3_after - n3_before)) connection(s)"
 
 # 2c: auto, both at once on one port
+i2srv_alive
 n3sum_before=$(it_shim_test_lines "$SHIM_LOG" | wc -l)
 timeout 40 iperf -c 127.0.0.1 -p "$P_SHIM" -t 2 >"$IT_TMP/auto2.out" 2>&1 &
 a2pid=$!
