@@ -2,11 +2,11 @@
 
 #include "protocol/detect.h"
 #include "protocol/iperf3_ctrl.h"
-#include "proxy/config.h"
 #include "proxy/iperf2.h"
 #include "proxy/iperf3.h"
 #include "proxy/log.h"
 #include "proxy/net.h"
+#include "proxy/service.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -17,6 +17,7 @@
 
 struct front {
     struct front *next, *prev;          /* pending fronts, in accept order */
+    struct service *svc;                /* the service that accepted it */
     int       fd;                       /* the client connection */
     ev_io     io;                       /* readable */
     ev_timer  timer;                    /* handshake timeout */
@@ -26,29 +27,22 @@ struct front {
     socklen_t peerlen;
 };
 
-static int pending;
-static struct front *head, *tail;   /* pending fronts, oldest first */
-
-int front_pending(void)
+static void front_free(struct front *f, bool close_fd)
 {
-    return pending;
-}
-
-static void front_free(struct ev_loop *loop, struct front *f, bool close_fd)
-{
+    struct front_queue *q = &f->svc->fronts;
     if (f->prev)
         f->prev->next = f->next;
     else
-        head = f->next;
+        q->head = f->next;
     if (f->next)
         f->next->prev = f->prev;
     else
-        tail = f->prev;
-    ev_io_stop(loop, &f->io);
-    ev_timer_stop(loop, &f->timer);
+        q->tail = f->prev;
+    ev_io_stop(f->svc->loop, &f->io);
+    ev_timer_stop(f->svc->loop, &f->timer);
     if (close_fd)
         close(f->fd);
-    pending--;
+    q->pending--;
     free(f);
 }
 
@@ -61,13 +55,13 @@ static void hexdump(const uint8_t *b, size_t n, char *out, size_t outsz)
 }
 
 /* Closes a client that is not speaking a protocol this shim serves. */
-static void front_reject(struct ev_loop *loop, struct front *f, const char *what)
+static void front_reject(struct front *f, const char *what)
 {
     char who[ADDR_STR_MAX], hex[2 * 16 + 1];
     hexdump(f->buf, f->got < 16 ? f->got : 16, hex, sizeof(hex));
     log_warn("closing client %s: %s (first bytes %s)",
              net_addr_str((struct sockaddr *)&f->peer, who, sizeof(who)), what, hex);
-    front_free(loop, f, true);
+    front_free(f, true);
 }
 
 static bool all_printable(const uint8_t *b, size_t n)
@@ -79,8 +73,9 @@ static bool all_printable(const uint8_t *b, size_t n)
 }
 
 /* Reads what f's client sent; hands the connection on once recognised. */
-static void front_try(struct ev_loop *loop, struct front *f)
+static void front_try(struct front *f)
 {
+    const struct service_config *cfg = &f->svc->cfg;
     char who[ADDR_STR_MAX];
     /* while it may be an iperf3 cookie, read no further than the cookie: what
      * follows belongs to the session */
@@ -94,22 +89,22 @@ static void front_try(struct ev_loop *loop, struct front *f)
         log_debug("client %s went away before identifying itself (%s)",
                   net_addr_str((struct sockaddr *)&f->peer, who, sizeof(who)),
                   n == 0 ? "closed" : strerror(errno));
-        front_free(loop, f, true);
+        front_free(f, true);
         return;
     }
     f->got += (size_t)n;
     enum detect_verdict v = detect_tcp(f->buf, f->got);
     if (v == DETECT_NEED_MORE)
         return;
-    if ((v == DETECT_IPERF3 && cfg.protocol == PROTO_IPERF2) ||
-        (v == DETECT_IPERF2 && cfg.protocol == PROTO_IPERF3)) {
-        front_reject(loop, f, v == DETECT_IPERF3 ? "iperf3 client, but --protocol iperf2"
+    if ((v == DETECT_IPERF3 && cfg->protocol == PROTO_IPERF2) ||
+        (v == DETECT_IPERF2 && cfg->protocol == PROTO_IPERF3)) {
+        front_reject(f, v == DETECT_IPERF3 ? "iperf3 client, but --protocol iperf2"
                                                  : "iperf2 client, but --protocol iperf3");
         return;
     }
     if (v == DETECT_UNKNOWN) {
-        front_reject(loop, f, cfg.protocol == PROTO_IPERF3 ? "not an iperf3 cookie"
-                              : cfg.protocol == PROTO_IPERF2 ? "not an iperf2 test header"
+        front_reject(f, cfg->protocol == PROTO_IPERF3 ? "not an iperf3 cookie"
+                              : cfg->protocol == PROTO_IPERF2 ? "not an iperf2 test header"
                               : "neither an iperf3 cookie nor an iperf2 test header");
         return;
     }
@@ -118,11 +113,12 @@ static void front_try(struct ev_loop *loop, struct front *f)
     uint8_t first[DETECT_MAX_BYTES];
     size_t got = f->got;
     memcpy(first, f->buf, got);
-    front_free(loop, f, false);
+    struct service *svc = f->svc;
+    front_free(f, false);
     if (v == DETECT_IPERF3)
-        i3_accept(loop, fd, &peer, first);   /* exactly the cookie was read */
+        i3_accept(svc, fd, &peer, first);   /* exactly the cookie was read */
     else
-        i2_accept(loop, fd, &peer, first, got);
+        i2_accept(svc, fd, &peer, first, got);
 }
 
 static bool same_host(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
@@ -146,7 +142,7 @@ static bool same_host(const struct sockaddr_storage *a, const struct sockaddr_st
  * bounded, so a flood of silent connections costs no more than that. */
 static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
-    (void)revents;
+    (void)loop; (void)revents;
     struct front *f = w->data, *start = f, *g, *next;
     int steps = 0;
     for (g = f->prev; g != NULL && steps < ORDER_WINDOW; g = g->prev, steps++)
@@ -156,7 +152,7 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
         next = g->next;
         bool last = g == f;
         if (last || same_host(&g->peer, &f->peer))
-            front_try(loop, g);   /* may free g */
+            front_try(g);   /* may free g */
         if (last)
             break;
     }
@@ -164,46 +160,48 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
 
 static void timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
-    (void)revents;
+    (void)loop; (void)revents;
     struct front *f = w->data;
     char who[ADDR_STR_MAX];
     log_warn("closing client %s: no iperf cookie or header within %.1f s (%zu bytes received)",
              net_addr_str((struct sockaddr *)&f->peer, who, sizeof(who)),
-             cfg.handshake_timeout, f->got);
-    front_free(loop, f, true);
+             f->svc->cfg.handshake_timeout, f->got);
+    front_free(f, true);
 }
 
-void front_accept(struct ev_loop *loop, int fd, const struct sockaddr_storage *peer,
+void front_accept(struct service *svc, int fd, const struct sockaddr_storage *peer,
                   socklen_t peerlen)
 {
+    struct front_queue *q = &svc->fronts;
     struct front *f = calloc(1, sizeof(*f));
     if (f == NULL) {
         log_error("out of memory: refusing a client");
         close(fd);
         return;
     }
+    f->svc = svc;
     f->fd = fd;
     f->peer = *peer;
     f->peerlen = peerlen;
     ev_io_init(&f->io, read_cb, fd, EV_READ);
     f->io.data = f;
-    ev_timer_init(&f->timer, timeout_cb, cfg.handshake_timeout, 0);
+    ev_timer_init(&f->timer, timeout_cb, svc->cfg.handshake_timeout, 0);
     f->timer.data = f;
-    ev_io_start(loop, &f->io);
-    ev_timer_start(loop, &f->timer);
-    pending++;
-    f->prev = tail;
-    if (tail)
-        tail->next = f;
+    ev_io_start(svc->loop, &f->io);
+    ev_timer_start(svc->loop, &f->timer);
+    q->pending++;
+    f->prev = q->tail;
+    if (q->tail)
+        q->tail->next = f;
     else
-        head = f;
-    tail = f;
+        q->head = f;
+    q->tail = f;
     /* the first bytes are usually there already: read them now, in accept order */
-    read_cb(loop, &f->io, EV_READ);
+    read_cb(svc->loop, &f->io, EV_READ);
 }
 
-void front_close_all(struct ev_loop *loop)
+void front_close_all(struct service *svc)
 {
-    while (head != NULL)
-        front_free(loop, head, true);
+    while (svc->fronts.head != NULL)
+        front_free(svc->fronts.head, true);
 }

@@ -8,14 +8,20 @@
 #include <ev.h>
 #include <sys/socket.h>
 
-/* Takes ownership of fd, a just-accepted non-blocking client connection. */
-void front_accept(struct ev_loop *loop, int fd, const struct sockaddr_storage *peer,
+struct service;
+struct front;
+
+/* A service's connections still being recognised, in accept order. */
+struct front_queue {
+    struct front *head, *tail;   /* oldest first */
+    int           pending;       /* how many */
+};
+
+/* Takes ownership of fd, a just-accepted non-blocking client connection of svc. */
+void front_accept(struct service *svc, int fd, const struct sockaddr_storage *peer,
                   socklen_t peerlen);
 
-/* Number of connections still being recognised (for tests and stats). */
-int  front_pending(void);
-
-/* Closes every connection still being recognised (shutdown). */
-void front_close_all(struct ev_loop *loop);
+/* Closes every connection of svc still being recognised (shutdown). */
+void front_close_all(struct service *svc);
 
 #endif

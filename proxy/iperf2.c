@@ -1,11 +1,11 @@
 #include "proxy/iperf2.h"
 
 #include "protocol/iperf2.h"
-#include "proxy/config.h"
 #include "proxy/connect.h"
 #include "proxy/log.h"
 #include "proxy/net.h"
 #include "proxy/relay.h"
+#include "proxy/service.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -30,7 +30,8 @@ struct back {
 };
 
 struct sess {
-    struct sess      *next;          /* list of live sessions */
+    struct sess      *next;          /* the service's list of live sessions */
+    struct service   *svc;           /* the service that took it */
     struct ev_loop   *loop;
     struct sockaddr_storage client;  /* the client's address */
     int               cfd;           /* client connection until its relay exists */
@@ -55,14 +56,6 @@ struct sess {
     const char       *failure;       /* why the shim closed it, NULL if it did not */
     int               busy;          /* > 0 while in a callback chain: defer freeing */
 };
-
-static struct sess *sessions;
-static int nsessions;
-
-int i2_live_sessions(void)
-{
-    return nsessions;
-}
 
 static char *addr_s(const struct sockaddr_storage *ss, char *buf)
 {
@@ -94,7 +87,7 @@ static void sess_log_end(struct sess *s)
         snprintf(outcome, sizeof(outcome), "%s", relay_end_str(s->main_end));
     log_info("iperf2 test: client %s, server %s, mode %s, bytes client->server %" PRIu64
              ", server->client %" PRIu64 "%s, %s", addr_s(&s->client, c),
-             addr_s(&cfg.upstream2_addr, u), i2_mode_name(s->hdr.mode), s->bytes[0],
+             addr_s(&s->svc->cfg.upstream2_addr, u), i2_mode_name(s->hdr.mode), s->bytes[0],
              s->bytes[1], back, outcome);
 }
 
@@ -103,15 +96,15 @@ static void sess_maybe_free(struct sess *s)
     if (s->busy > 0 || !s->main_done || s->connecting || s->live_backs > 0 || s->lfd >= 0)
         return;
     sess_log_end(s);
-    for (struct sess **pp = &sessions; *pp; pp = &(*pp)->next) {
+    for (struct sess **pp = &s->svc->sessions; *pp; pp = &(*pp)->next) {
         if (*pp == s) {
             *pp = s->next;
             break;
         }
     }
+    s->svc->nsessions--;
     free(s->first);
     free(s);
-    nsessions--;
 }
 
 /* ------------------------------------------------------- connect-backs */
@@ -159,7 +152,7 @@ static void back_connected(void *arg, int fd, int err)
         return;
     }
     struct relay_opts o = {
-        .splice = cfg.use_splice, .idle = cfg.idle_timeout, .done = back_done, .arg = b,
+        .splice = s->svc->cfg.use_splice, .idle = s->svc->cfg.idle_timeout, .done = back_done, .arg = b,
     };
     /* the server plays the client on this connection: it is the relay's client side */
     b->relay = relay_new(s->loop, b->sfd, fd, &o);
@@ -206,7 +199,7 @@ static void back_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
     socklen_t tolen = net_set_port(&to, s->hdr.port);
     log_debug("iperf2 connect-back from server %s, relaying to client %s", addr_s(&peer, who),
               addr_s(&to, to_s));
-    if (connector_start(&b->conn, s->loop, &to, tolen, NULL, cfg.connect_timeout,
+    if (connector_start(&b->conn, s->loop, &to, tolen, NULL, s->svc->cfg.connect_timeout,
                         back_connected, b) == -1) {
         back_free(b);
         return;
@@ -224,7 +217,7 @@ static void listener_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
     }
     if (s->nbacks == 0)
         log_warn("iperf2 %s test: the server never connected back within %.0f s",
-                 i2_mode_name(s->hdr.mode), cfg.handshake_timeout);
+                 i2_mode_name(s->hdr.mode), s->svc->cfg.handshake_timeout);
     listener_close(s);
     sess_maybe_free(s);
 }
@@ -255,7 +248,7 @@ static int listener_open(struct sess *s, int ufd)
     ev_io_start(s->loop, &s->lio);
     /* after the client's connection ends, wait this long for a late connect-back (-r) */
     ev_init(&s->ltimer, listener_timeout_cb);
-    s->ltimer.repeat = cfg.handshake_timeout;
+    s->ltimer.repeat = s->svc->cfg.handshake_timeout;
     s->ltimer.data = s;
     ev_timer_again(s->loop, &s->ltimer);
     return 0;
@@ -286,7 +279,7 @@ static void main_connected(void *arg, int ufd, int err)
     s->connecting = false;
     if (ufd < 0) {
         log_warn("iperf2: cannot reach server %s for client %s: %s",
-                 addr_s(&cfg.upstream2_addr, u), addr_s(&s->client, c), strerror(err));
+                 addr_s(&s->svc->cfg.upstream2_addr, u), addr_s(&s->client, c), strerror(err));
         net_close_reset(s->cfd);
         s->failure = "server unreachable";
         s->main_done = true;
@@ -305,7 +298,7 @@ static void main_connected(void *arg, int ufd, int err)
         return;
     }
     struct relay_opts o = {
-        .splice = cfg.use_splice, .idle = cfg.idle_timeout, .done = main_done, .arg = s,
+        .splice = s->svc->cfg.use_splice, .idle = s->svc->cfg.idle_timeout, .done = main_done, .arg = s,
     };
     s->main = relay_new(s->loop, s->cfd, ufd, &o);
     if (s->main == NULL || relay_preload(s->main, FLOW_C2S, s->first, s->nfirst) == -1) {
@@ -333,10 +326,16 @@ static void main_connected(void *arg, int ufd, int err)
     sess_maybe_free(s);
 }
 
-void i2_accept(struct ev_loop *loop, int fd, const struct sockaddr_storage *peer,
+void i2_accept(struct service *svc, int fd, const struct sockaddr_storage *peer,
                const uint8_t *first, size_t n)
 {
     char c[ADDR_STR_MAX];
+    if (!service_open(svc)) {
+        log_info("refusing iperf2 client %s: the shim is shutting down (draining)",
+                 addr_s(peer, c));
+        close(fd);
+        return;
+    }
     struct sess *s = calloc(1, sizeof(*s));
     if (s == NULL || (s->first = malloc(n)) == NULL) {
         free(s);
@@ -353,17 +352,18 @@ void i2_accept(struct ev_loop *loop, int fd, const struct sockaddr_storage *peer
         close(fd);
         return;
     }
-    s->loop = loop;
+    s->svc = svc;
+    s->loop = svc->loop;
     s->client = *peer;
     s->cfd = fd;
     s->lfd = -1;
-    s->next = sessions;
-    sessions = s;
-    nsessions++;
+    s->next = svc->sessions;
+    svc->sessions = s;
+    svc->nsessions++;
     log_debug("iperf2 %s test from %s", i2_mode_name(s->hdr.mode), addr_s(peer, c));
     s->connecting = true;
-    if (connector_start(&s->conn, loop, &cfg.upstream2_addr, cfg.upstream2_len, NULL,
-                        cfg.connect_timeout, main_connected, s) == -1) {
+    if (connector_start(&s->conn, s->loop, &s->svc->cfg.upstream2_addr, s->svc->cfg.upstream2_len, NULL,
+                        s->svc->cfg.connect_timeout, main_connected, s) == -1) {
         s->connecting = false;
         log_warn("iperf2: no socket for the server connection: %s", strerror(errno));
         close(fd);
@@ -373,10 +373,10 @@ void i2_accept(struct ev_loop *loop, int fd, const struct sockaddr_storage *peer
     }
 }
 
-void i2_close_all(void)
+void i2_close_all(struct service *svc)
 {
-    while (sessions) {
-        struct sess *s = sessions;
+    while (svc->sessions) {
+        struct sess *s = svc->sessions;
         s->busy++;
         if (s->connecting) {
             connector_cancel(&s->conn);
@@ -395,7 +395,7 @@ void i2_close_all(void)
         listener_close(s);
         s->busy--;
         sess_maybe_free(s);
-        if (sessions == s)
+        if (svc->sessions == s)
             break;
     }
 }

@@ -19,15 +19,15 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+struct service;
+
 /* Takes ownership of a client connection whose first n bytes (a complete
- * iperf2 test header, maybe followed by data) were read already. */
-void i2_accept(struct ev_loop *loop, int fd, const struct sockaddr_storage *peer,
+ * iperf2 test header, maybe followed by data) were read already; refused
+ * (closed) while svc drains. */
+void i2_accept(struct service *svc, int fd, const struct sockaddr_storage *peer,
                const uint8_t *first, size_t n);
 
-/* Sessions alive. */
-int  i2_live_sessions(void);
-
-/* Closes every session at once (shutdown). */
-void i2_close_all(void);
+/* Closes every session of svc at once (shutdown). */
+void i2_close_all(struct service *svc);
 
 #endif

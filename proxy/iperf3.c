@@ -1,10 +1,10 @@
 #include "proxy/iperf3.h"
 
-#include "proxy/config.h"
 #include "proxy/connect.h"
 #include "proxy/log.h"
 #include "proxy/net.h"
 #include "proxy/relay.h"
+#include "proxy/service.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -40,7 +40,8 @@ struct leg {
 
 /* One iperf3 test. */
 struct test {
-    struct test      *next;               /* list of live tests */
+    struct test      *next;               /* the service's list of live tests */
+    struct service   *svc;                /* the service that took it */
     struct ev_loop   *loop;
     uint8_t           cookie[I3_COOKIE_SIZE];
     char              id[9];              /* first cookie characters, for logs */
@@ -77,14 +78,6 @@ struct test {
     uint64_t          ctrl_bytes[2];      /* control bytes delivered c2s, s2c */
     struct activity   act;                /* shared by all relays of the test */
 };
-
-static struct test *tests;   /* live tests */
-static int ntests;
-
-int i3_live_tests(void)
-{
-    return ntests;
-}
 
 static char *addr_s(const struct sockaddr_storage *ss, char *buf)
 {
@@ -133,7 +126,7 @@ static void test_log_end(struct test *t)
         snprintf(bytes, sizeof(bytes), "bytes client->server %" PRIu64 ", server->client %"
                  PRIu64, t->bytes[0], t->bytes[1]);
     log_info("test %s: client %s, server %s, mode %s, streams %d%s, roles %s, %s, %s",
-             t->id, addr_s(&t->client, c), addr_s(&cfg.upstream_addr, s),
+             t->id, addr_s(&t->client, c), addr_s(&t->svc->cfg.upstream_addr, s),
              t->have_params ? i3_params_mode(&t->params) : "unknown",
              t->have_params ? t->params.parallel : t->nlegs[SIDE_CLIENT],
              t->have_params && t->params.bidir ? " each way" : "",
@@ -147,7 +140,7 @@ static void test_maybe_free(struct test *t)
         t->live_relays > 0)
         return;
     test_log_end(t);
-    for (struct test **pp = &tests; *pp; pp = &(*pp)->next) {
+    for (struct test **pp = &t->svc->tests; *pp; pp = &(*pp)->next) {
         if (*pp == t) {
             *pp = t->next;
             break;
@@ -156,7 +149,7 @@ static void test_maybe_free(struct test *t)
     ev_timer_stop(t->loop, &t->role_timer);
     ev_timer_stop(t->loop, &t->params_timer);
     i3_ctrl_free(&t->parser);
-    ntests--;
+    t->svc->ntests--;
     free(t);
 }
 
@@ -227,7 +220,7 @@ static void data_done(void *arg, struct relay *r, enum relay_end how)
 static void start_pair(struct test *t, struct leg *cl, struct leg *sl)
 {
     struct relay_opts o = {
-        .splice = cfg.use_splice, .idle = cfg.idle_timeout, .activity = &t->act,
+        .splice = t->svc->cfg.use_splice, .idle = t->svc->cfg.idle_timeout, .activity = &t->act,
         .done = data_done, .arg = t,
     };
     if (t->nrelays >= I3_MAX_LEGS) {
@@ -363,7 +356,7 @@ static void role_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
             if (t->legs[s][i] && t->legs[s][i]->role == ROLE_SENDER)
                 senders[s]++;
     log_warn("test %s: bidir roles not learned within %.1f s (senders seen: client %d, server %d "
-             "of %d): pairing in arrival order", t->id, cfg.role_timeout, senders[0], senders[1],
+             "of %d): pairing in arrival order", t->id, t->svc->cfg.role_timeout, senders[0], senders[1],
              t->params.parallel);
     t->paired = t->fallback = true;
     t->busy++;
@@ -440,7 +433,7 @@ static void server_leg_connected(void *arg, int fd, int err)
     if (fd < 0) {
         char s[ADDR_STR_MAX];
         log_warn("test %s: data connection #%d to server %s failed: %s", t->id, sl->index + 1,
-                 addr_s(&cfg.upstream_addr, s), strerror(err));
+                 addr_s(&t->svc->cfg.upstream_addr, s), strerror(err));
         test_fail(t, "a data connection to the server failed");
         return;
     }
@@ -497,8 +490,8 @@ static void data_new(struct test *t, int fd, const struct sockaddr_storage *peer
     struct tcp_opts o = test_tcp_opts(t);
     tcp_opts_apply(fd, &(struct tcp_opts){ .bufsize = o.bufsize, .nodelay = o.nodelay });
     log_debug("test %s: data connection #%d from %s", t->id, idx + 1, addr_s(peer, who));
-    if (connector_start(&sl->conn, t->loop, &cfg.upstream_addr, cfg.upstream_len, &o,
-                        cfg.connect_timeout, server_leg_connected, sl) == -1) {
+    if (connector_start(&sl->conn, t->loop, &t->svc->cfg.upstream_addr, t->svc->cfg.upstream_len, &o,
+                        t->svc->cfg.connect_timeout, server_leg_connected, sl) == -1) {
         log_warn("test %s: cannot open a data connection to the server: %s", t->id,
                  strerror(errno));
         test_fail(t, "no socket for a data connection");
@@ -517,7 +510,7 @@ static void on_server_state(struct test *t, int8_t st)
     case I3_TEST_RUNNING:
         t->running = true;
         if (hold_mode(t)) {
-            ev_timer_set(&t->role_timer, cfg.role_timeout, 0);
+            ev_timer_set(&t->role_timer, t->svc->cfg.role_timeout, 0);
             ev_timer_start(t->loop, &t->role_timer);
             try_pair(t);
         }
@@ -528,7 +521,7 @@ static void on_server_state(struct test *t, int8_t st)
     case I3_PARAM_EXCHANGE:
         /* servers up to 3.14 wait for the parameters on their main thread with
          * no timeout: a silent client would stall every test on the server */
-        ev_timer_set(&t->params_timer, cfg.handshake_timeout, 0);
+        ev_timer_set(&t->params_timer, t->svc->cfg.handshake_timeout, 0);
         ev_timer_start(t->loop, &t->params_timer);
         break;
     default:
@@ -637,7 +630,7 @@ static void ctrl_connected(void *arg, int ufd, int err)
     t->ctrl_connecting = false;
     if (ufd < 0) {
         log_warn("test %s: cannot reach server %s for client %s: %s", t->id,
-                 addr_s(&cfg.upstream_addr, s), addr_s(&t->client, c), strerror(err));
+                 addr_s(&t->svc->cfg.upstream_addr, s), addr_s(&t->client, c), strerror(err));
         net_close_reset(t->cfd);
         t->failure = "server unreachable";
         t->ctrl_done = true;
@@ -652,7 +645,7 @@ static void ctrl_connected(void *arg, int ufd, int err)
     tcp_opts_apply(t->cfd, &nodelay);
     tcp_opts_apply(ufd, &nodelay);
     struct relay_opts o = {
-        .splice = false, .idle = cfg.idle_timeout, .activity = &t->act,
+        .splice = false, .idle = t->svc->cfg.idle_timeout, .activity = &t->act,
         .inspect = ctrl_inspect, .done = ctrl_done, .arg = t,
     };
     t->ctrl = relay_new(t->loop, t->cfd, ufd, &o);
@@ -673,7 +666,7 @@ static void ctrl_connected(void *arg, int ufd, int err)
     relay_start(t->ctrl);   /* may end (and free t) at once */
 }
 
-static void test_new(struct ev_loop *loop, int fd, const struct sockaddr_storage *peer,
+static void test_new(struct service *svc, int fd, const struct sockaddr_storage *peer,
                      const uint8_t cookie[I3_COOKIE_SIZE])
 {
     struct test *t = calloc(1, sizeof(*t));
@@ -682,7 +675,8 @@ static void test_new(struct ev_loop *loop, int fd, const struct sockaddr_storage
         close(fd);
         return;
     }
-    t->loop = loop;
+    t->svc = svc;
+    t->loop = svc->loop;
     memcpy(t->cookie, cookie, I3_COOKIE_SIZE);
     for (int i = 0; i < 8; i++)
         t->id[i] = (cookie[i] >= 0x21 && cookie[i] <= 0x7e) ? (char)cookie[i] : '?';
@@ -692,18 +686,18 @@ static void test_new(struct ev_loop *loop, int fd, const struct sockaddr_storage
     t->role_timer.data = t;
     ev_init(&t->params_timer, params_timeout_cb);
     t->params_timer.data = t;
-    i3_ctrl_init(&t->parser, cfg.params_max, cfg.results_max);
+    i3_ctrl_init(&t->parser, t->svc->cfg.params_max, t->svc->cfg.results_max);
     struct i3_event ev;
     i3_ctrl_feed(&t->parser, I3_C2S, cookie, I3_COOKIE_SIZE, &ev);   /* the cookie */
-    t->next = tests;
-    tests = t;
-    ntests++;
+    t->next = svc->tests;
+    svc->tests = t;
+    svc->ntests++;
 
     char who[ADDR_STR_MAX];
     log_debug("test %s: control connection from %s", t->id, addr_s(peer, who));
     t->ctrl_connecting = true;
-    if (connector_start(&t->ctrl_conn, loop, &cfg.upstream_addr, cfg.upstream_len, NULL,
-                        cfg.connect_timeout, ctrl_connected, t) == -1) {
+    if (connector_start(&t->ctrl_conn, t->loop, &t->svc->cfg.upstream_addr, t->svc->cfg.upstream_len, NULL,
+                        t->svc->cfg.connect_timeout, ctrl_connected, t) == -1) {
         log_warn("test %s: no socket for the server connection: %s", t->id, strerror(errno));
         t->ctrl_connecting = false;
         close(fd);
@@ -713,25 +707,43 @@ static void test_new(struct ev_loop *loop, int fd, const struct sockaddr_storage
     }
 }
 
-void i3_accept(struct ev_loop *loop, int fd, const struct sockaddr_storage *peer,
+/* A new test while the service drains: the client gets what a busy server
+ * answers, ACCESS_DENIED ("the server is busy running a test"), and the
+ * connection is closed. */
+static void refuse_draining(int fd, const struct sockaddr_storage *peer)
+{
+    char who[ADDR_STR_MAX];
+    int8_t denied = I3_ACCESS_DENIED;
+    log_info("refusing iperf3 client %s: the shim is shutting down (draining)",
+             addr_s(peer, who));
+    if (send(fd, &denied, 1, MSG_NOSIGNAL) != 1)
+        log_debug("could not tell %s: %s", who, strerror(errno));
+    close(fd);
+}
+
+void i3_accept(struct service *svc, int fd, const struct sockaddr_storage *peer,
                const uint8_t cookie[I3_COOKIE_SIZE])
 {
-    for (struct test *t = tests; t; t = t->next) {
+    for (struct test *t = svc->tests; t; t = t->next) {
         if (!t->ctrl_done && t->failure == NULL && t->ctrl != NULL &&
             memcmp(t->cookie, cookie, I3_COOKIE_SIZE) == 0) {
             data_new(t, fd, peer);
             return;
         }
     }
-    test_new(loop, fd, peer, cookie);
+    if (!service_open(svc)) {
+        refuse_draining(fd, peer);
+        return;
+    }
+    test_new(svc, fd, peer, cookie);
 }
 
-void i3_close_all(void)
+void i3_close_all(struct service *svc)
 {
-    while (tests) {
-        struct test *t = tests;
+    while (svc->tests) {
+        struct test *t = svc->tests;
         test_fail(t, "the shim is shutting down");
-        if (tests == t)   /* still alive (deferred): unlink by force */
+        if (svc->tests == t)   /* still alive (deferred): unlink by force */
             break;
     }
 }

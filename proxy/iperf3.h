@@ -34,16 +34,15 @@
 
 #include "protocol/iperf3_ctrl.h"
 
+struct service;
+
 /* Takes ownership of a client connection whose first bytes were a complete
- * iperf3 cookie: a new control connection, or a data connection of a test
- * in progress. */
-void i3_accept(struct ev_loop *loop, int fd, const struct sockaddr_storage *peer,
+ * iperf3 cookie: a new control connection (refused while svc drains), or a
+ * data connection of a test in progress. */
+void i3_accept(struct service *svc, int fd, const struct sockaddr_storage *peer,
                const uint8_t cookie[I3_COOKIE_SIZE]);
 
-/* Tests alive (control connection open or data still draining). */
-int  i3_live_tests(void);
-
-/* Closes every test at once (shutdown). */
-void i3_close_all(void);
+/* Closes every test of svc at once (shutdown). */
+void i3_close_all(struct service *svc);
 
 #endif

@@ -1,15 +1,9 @@
 /* iperf-shim: a transparent, wire-compatible proxy in front of legacy iperf
- * servers.  main() parses the command line, sets up the listener and runs
- * the event loop. */
-#include "proxy/config.h"
-#include "proxy/front.h"
-#include "proxy/iperf2.h"
-#include "proxy/iperf3.h"
-#include "proxy/listener.h"
+ * servers.  main() parses the command line into services, starts them and
+ * runs the event loop; SIGTERM/SIGINT drain (a second one exits at once). */
 #include "proxy/log.h"
 #include "proxy/net.h"
-#include "proxy/udp.h"
-#include "protocol/iperf3_ctrl.h"
+#include "proxy/service.h"
 
 #include <errno.h>
 #include <ev.h>
@@ -20,17 +14,17 @@
 #include <string.h>
 #include <sys/resource.h>
 
-struct shim_config cfg = {
-    .connect_timeout   = 5.0,
-    .handshake_timeout = 10.0,
-    .idle_timeout      = 300.0,
-    .role_timeout      = 5.0,
-    .params_max        = I3_PARAMS_MAX_DEFAULT,
-    .results_max       = I3_RESULTS_MAX_DEFAULT,
-    .udp_linger        = 10.0,
-    .max_flows         = 4096,
-    .use_splice        = true,
-};
+#define DRAIN_CHECK_INTERVAL 0.25   /* s: how often a drain looks for what is left */
+
+/* The process: its services and how it stops. */
+static struct {
+    struct service *services;       /* every service, in command-line order */
+    double          drain_timeout;  /* s: --drain-timeout */
+    bool            draining;       /* a first signal came */
+    ev_tstamp       drain_deadline; /* ev_now() when a drain gives up */
+    ev_timer        drain_check;    /* looks for what is left while draining */
+    ev_signal       sigint, sigterm;
+} shim = { .drain_timeout = 60.0 };
 
 static void usage(FILE *out)
 {
@@ -57,6 +51,8 @@ static void usage(FILE *out)
 "  --max-params BYTES       longest iperf3 parameters JSON accepted (default 65536)\n"
 "  --max-results BYTES      longest iperf3 results JSON accepted (default 16777216)\n"
 "  --no-splice              move TCP data with read/write instead of splice\n"
+"  --drain-timeout S        on SIGTERM/SIGINT, let running tests and UDP flows finish for\n"
+"                           at most S before exiting (default 60); a second signal exits\n"
 "  --log-level LEVEL        error, warn, info (default) or debug\n"
 "  -h, --help               this text\n");
 }
@@ -84,17 +80,66 @@ static int parse_uint(const char *s, unsigned long min, unsigned long max, unsig
     return 0;
 }
 
+static int live_total(void)
+{
+    int n = 0;
+    for (struct service *svc = shim.services; svc; svc = svc->next)
+        n += service_live(svc);
+    return n;
+}
+
+/* Closes everything that is left and leaves the loop. */
+static void shim_exit(struct ev_loop *loop)
+{
+    ev_timer_stop(loop, &shim.drain_check);
+    ev_signal_stop(loop, &shim.sigint);
+    ev_signal_stop(loop, &shim.sigterm);
+    for (struct service *svc = shim.services; svc; svc = svc->next)
+        service_stop(svc);
+    ev_break(loop, EVBREAK_ALL);
+}
+
+static void drain_check_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)w; (void)revents;
+    int left = live_total();
+    if (left == 0) {
+        log_info("drained: every test and UDP flow has ended; exiting");
+        shim_exit(loop);
+    } else if (ev_now(loop) >= shim.drain_deadline) {
+        log_warn("drain timeout (%.0f s): closing %d test(s), session(s) and UDP flow(s) "
+                 "still open", shim.drain_timeout, left);
+        shim_exit(loop);
+    }
+}
+
+/* First signal: stop taking new tests and exit once the running ones (and
+ * the UDP flows, whose upstream ports must outlive late server datagrams,
+ * iperf2 ticket #391) have ended.  A second signal exits at once. */
 static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 {
     (void)revents;
-    log_info("signal %d: shutting down (%d test(s) in progress are closed)", w->signum,
-             i3_live_tests());
-    tcp_listener_stop(loop);
-    front_close_all(loop);
-    i3_close_all();
-    i2_close_all();
-    udp_stop(loop);
-    ev_break(loop, EVBREAK_ALL);
+    int left = live_total();
+    if (shim.draining) {
+        log_warn("signal %d again: exiting now, closing %d test(s), session(s) and UDP "
+                 "flow(s)", w->signum, left);
+        shim_exit(loop);
+        return;
+    }
+    shim.draining = true;
+    for (struct service *svc = shim.services; svc; svc = svc->next)
+        service_drain(svc);
+    if (left == 0) {
+        log_info("signal %d: nothing running; exiting", w->signum);
+        shim_exit(loop);
+        return;
+    }
+    log_info("signal %d: draining: %d test(s), session(s) and UDP flow(s) still open; new "
+             "tests are refused; exiting when they end, at most in %.0f s (a second signal "
+             "exits at once)", w->signum, left, shim.drain_timeout);
+    shim.drain_deadline = ev_now(loop) + shim.drain_timeout;
+    ev_timer_set(&shim.drain_check, DRAIN_CHECK_INTERVAL, DRAIN_CHECK_INTERVAL);
+    ev_timer_start(loop, &shim.drain_check);
 }
 
 /* More fds than the default 1024: a -P 128 --bidir test alone uses ~1500. */
@@ -110,7 +155,7 @@ static void raise_fd_limit(void)
 int main(int argc, char **argv)
 {
     enum { O_CONNECT = 256, O_HANDSHAKE, O_IDLE, O_ROLE, O_PARAMS, O_RESULTS, O_NOSPLICE,
-           O_LOGLEVEL, O_LINGER, O_MAXFLOWS, O_UPSTREAM2, O_PROTOCOL, O_UDPCONN };
+           O_LOGLEVEL, O_LINGER, O_MAXFLOWS, O_UPSTREAM2, O_PROTOCOL, O_UDPCONN, O_DRAIN };
     static const struct option opts[] = {
         { "listen", required_argument, NULL, 'l' },
         { "upstream", required_argument, NULL, 'u' },
@@ -127,11 +172,15 @@ int main(int argc, char **argv)
         { "max-flows", required_argument, NULL, O_MAXFLOWS },
         { "udp-connected", no_argument, NULL, O_UDPCONN },
         { "log-level", required_argument, NULL, O_LOGLEVEL },
+        { "drain-timeout", required_argument, NULL, O_DRAIN },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
     const char *listen_s = NULL, *upstream_s = NULL, *upstream2_s = NULL, *why;
+    struct service_config cfg;
     int c;
+
+    service_config_defaults(&cfg);
 
     while ((c = getopt_long(argc, argv, "l:u:h", opts, NULL)) != -1) {
         int bad = 0;
@@ -170,6 +219,7 @@ int main(int argc, char **argv)
             cfg.max_flows = (int)n;
             break;
         case O_LOGLEVEL: bad = log_level_parse(optarg, &log_threshold); break;
+        case O_DRAIN: bad = parse_seconds(optarg, &shim.drain_timeout); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -207,19 +257,20 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
     struct ev_loop *loop = EV_DEFAULT;
-    if (tcp_listener_start(loop, &cfg.listen_addr, cfg.listen_len) == -1) {
-        fprintf(stderr, "iperf-shim: cannot listen on %s (TCP): %s\n", listen_s, strerror(errno));
+    static struct service svc;   /* one service from the command line */
+    const char *what;
+    service_init(&svc, loop, &cfg);
+    if (service_start(&svc, &what) == -1) {
+        fprintf(stderr, "iperf-shim: cannot listen on %s (%s): %s\n", listen_s, what,
+                strerror(errno));
         return 1;
     }
-    if (udp_start(loop, &cfg.listen_addr, cfg.listen_len) == -1) {
-        fprintf(stderr, "iperf-shim: cannot listen on %s (UDP): %s\n", listen_s, strerror(errno));
-        return 1;
-    }
-    ev_signal sigint, sigterm;
-    ev_signal_init(&sigint, on_signal, SIGINT);
-    ev_signal_init(&sigterm, on_signal, SIGTERM);
-    ev_signal_start(loop, &sigint);
-    ev_signal_start(loop, &sigterm);
+    shim.services = &svc;
+    ev_init(&shim.drain_check, drain_check_cb);
+    ev_signal_init(&shim.sigint, on_signal, SIGINT);
+    ev_signal_init(&shim.sigterm, on_signal, SIGTERM);
+    ev_signal_start(loop, &shim.sigint);
+    ev_signal_start(loop, &shim.sigterm);
 
     char l[ADDR_STR_MAX], u[ADDR_STR_MAX];
     log_info("iperf-shim listening on %s (TCP and UDP), relaying to %s%s",

@@ -2,9 +2,9 @@
 
 #include "protocol/detect.h"
 #include "protocol/iperf2.h"
-#include "proxy/config.h"
 #include "proxy/log.h"
 #include "proxy/net.h"
+#include "proxy/service.h"
 #include "proxy/udp_back.h"
 
 #include <errno.h>
@@ -39,6 +39,7 @@ struct dgq {
 enum flow_proto { FLOW_IPERF3 = 0, FLOW_IPERF2 };
 
 struct flow {
+    struct udp_state *u;              /* owner: the service's UDP state */
     struct flow     *hnext;           /* hash chain */
     struct flow     *wnext;           /* list of flows waiting for the listener to drain */
     bool             waiting;         /* on that list */
@@ -52,7 +53,7 @@ struct flow {
     ev_io            cwr;             /* cfd writable while datagrams wait for it */
     ev_io            urd;             /* upstream readable */
     ev_io            uwr;             /* upstream writable while up-queue is not empty */
-    ev_timer         linger;          /* expiry: quiet both ways for cfg.udp_linger */
+    ev_timer         linger;          /* expiry: quiet both ways for u->cfg->udp_linger */
     ev_tstamp        last[2];         /* last datagram from the client [0], server [1] */
     enum flow_proto  proto;           /* what the first datagram was */
     struct i2_udp_client i2;          /* iperf2: the first datagram's layout and test header */
@@ -63,7 +64,7 @@ struct flow {
     bool             fin_seen;        /* iperf2: the client's final datagram arrived */
     bool             detached;        /* a new test took over the client's address: this
                                          flow only lingers, absorbing the server's late
-                                         datagrams; it is on U.detached, not in the hash */
+                                         datagrams; it is on u->detached, not in the hash */
     uint64_t         dgrams[2];       /* datagrams delivered client->server, server->client */
     uint64_t         bytes[2];        /* bytes delivered, same order */
     uint64_t         drops;           /* queue overflows */
@@ -73,7 +74,10 @@ struct flow {
     uint32_t         late_reports;    /* iperf2: server datagrams after the report, absorbed */
 };
 
-static struct {
+/* A service's UDP side: its listener and its flows. */
+struct udp_state {
+    struct service *svc;         /* owner */
+    const struct service_config *cfg; /* svc->cfg */
     struct ev_loop *loop;
     int             fd;          /* the listening socket */
     int             family;      /* its address family */
@@ -84,7 +88,7 @@ static struct {
     int             nflows;
     struct udp_counters ctr;
     ev_tstamp       last_full_log; /* rate limit for "table full" */
-} U = { .fd = -1 };
+};
 
 /* Batch buffers, shared by every read (single-threaded). */
 static uint8_t        bufs[BATCH][DGRAM_MAX];
@@ -94,14 +98,20 @@ static struct sockaddr_storage names[BATCH];
 static union { struct cmsghdr align; uint8_t b[128]; } cbufs[BATCH];
 static struct mmsghdr outs[BATCH];   /* sendmmsg batch */
 
-const struct udp_counters *udp_counters(void)
+const struct udp_counters *udp_counters(const struct service *svc)
 {
-    return &U.ctr;
+    const struct udp_state *u = svc->udp;
+    if (u == NULL)
+        return NULL;
+    return &u->ctr;
 }
 
-int udp_live_flows(void)
+int udp_live_flows(const struct service *svc)
 {
-    return U.nflows;
+    const struct udp_state *u = svc->udp;
+    if (u == NULL)
+        return 0;
+    return u->nflows;
 }
 
 /* ------------------------------------------------------------ addresses */
@@ -141,7 +151,8 @@ static unsigned sa_hash(const struct sockaddr_storage *a)
 }
 
 /* Local (destination) address of a received datagram from its pktinfo. */
-static void local_from_cmsg(struct msghdr *mh, struct sockaddr_storage *local)
+static void local_from_cmsg(const struct udp_state *u, struct msghdr *mh,
+                            struct sockaddr_storage *local)
 {
     memset(local, 0, sizeof(*local));
     for (struct cmsghdr *c = CMSG_FIRSTHDR(mh); c; c = CMSG_NXTHDR(mh, c)) {
@@ -153,7 +164,7 @@ static void local_from_cmsg(struct msghdr *mh, struct sockaddr_storage *local)
             s6->sin6_addr = pi.ipi6_addr;
             return;
         }
-        if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO && U.family == AF_INET) {
+        if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO && u->family == AF_INET) {
             struct in_pktinfo pi;
             memcpy(&pi, CMSG_DATA(c), sizeof(pi));
             struct sockaddr_in *s4 = (struct sockaddr_in *)local;
@@ -264,15 +275,16 @@ static void flow_log_end(const struct flow *f)
 
 static void flow_free(struct flow *f)
 {
+    struct udp_state *u = f->u;
     unsigned h = sa_hash(&f->client);
-    for (struct flow **pp = f->detached ? &U.detached : &U.hash[h]; *pp; pp = &(*pp)->hnext) {
+    for (struct flow **pp = f->detached ? &u->detached : &u->hash[h]; *pp; pp = &(*pp)->hnext) {
         if (*pp == f) {
             *pp = f->hnext;
             break;
         }
     }
     if (f->waiting) {
-        for (struct flow **pp = &U.waiting; *pp; pp = &(*pp)->wnext) {
+        for (struct flow **pp = &u->waiting; *pp; pp = &(*pp)->wnext) {
             if (*pp == f) {
                 *pp = f->wnext;
                 break;
@@ -280,13 +292,13 @@ static void flow_free(struct flow *f)
         }
     }
     flow_log_end(f);
-    ev_io_stop(U.loop, &f->urd);
-    ev_io_stop(U.loop, &f->uwr);
-    ev_timer_stop(U.loop, &f->linger);
+    ev_io_stop(u->loop, &f->urd);
+    ev_io_stop(u->loop, &f->uwr);
+    ev_timer_stop(u->loop, &f->linger);
     close(f->ufd);
     if (f->cfd >= 0) {
-        ev_io_stop(U.loop, &f->crd);
-        ev_io_stop(U.loop, &f->cwr);
+        ev_io_stop(u->loop, &f->crd);
+        ev_io_stop(u->loop, &f->cwr);
         close(f->cfd);
     }
     udp_back_close(f->back);
@@ -294,15 +306,16 @@ static void flow_free(struct flow *f)
     dgq_clear(&f->q[1]);
     free(f->report);
     free(f);
-    U.nflows--;
+    u->nflows--;
 }
 
 static void linger_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)revents;
     struct flow *f = w->data;
+    struct udp_state *u = f->u;
     ev_tstamp last = f->last[0] > f->last[1] ? f->last[0] : f->last[1];
-    ev_tstamp left = last + cfg.udp_linger - ev_now(loop);
+    ev_tstamp left = last + u->cfg->udp_linger - ev_now(loop);
     if (left > 0 || f->q[0].count > 0 || f->q[1].count > 0) {
         w->repeat = left > 0.05 ? left : 0.05;
         ev_timer_again(loop, w);
@@ -317,6 +330,7 @@ static void linger_cb(struct ev_loop *loop, ev_timer *w, int revents)
  * 0 sent, 1 would block, -1 dropped for good. */
 static int send_to_client(struct flow *f, const uint8_t *data, size_t len)
 {
+    struct udp_state *u = f->u;
     union { struct cmsghdr align; uint8_t b[64]; } cb;
     struct iovec iov = { .iov_base = (void *)data, .iov_len = len };
     struct msghdr mh = {
@@ -333,7 +347,7 @@ static int send_to_client(struct flow *f, const uint8_t *data, size_t len)
         mh.msg_controllen = 0;
     }
     for (int tries = 0; tries < 2; tries++) {
-        if (sendmsg(f->cfd >= 0 ? f->cfd : U.fd, &mh, MSG_DONTWAIT) >= 0) {
+        if (sendmsg(f->cfd >= 0 ? f->cfd : u->fd, &mh, MSG_DONTWAIT) >= 0) {
             f->dgrams[1]++;
             f->bytes[1] += len;
             return 0;
@@ -343,25 +357,26 @@ static int send_to_client(struct flow *f, const uint8_t *data, size_t len)
         if (errno != ECONNREFUSED && errno != EINTR)
             return -1;
         /* an earlier ICMP error surfaced here: absorbed, try again */
-        U.ctr.icmp_absorbed++;
+        u->ctr.icmp_absorbed++;
     }
     return -1;
 }
 
 static void flow_wait_listener(struct flow *f)
 {
+    struct udp_state *u = f->u;
     if (f->cfd >= 0) {   /* its own socket: its own watcher */
         if (!ev_is_active(&f->cwr))
-            ev_io_start(U.loop, &f->cwr);
+            ev_io_start(u->loop, &f->cwr);
         return;
     }
     if (!f->waiting) {
         f->waiting = true;
-        f->wnext = U.waiting;
-        U.waiting = f;
+        f->wnext = u->waiting;
+        u->waiting = f;
     }
-    if (!ev_is_active(&U.wr))
-        ev_io_start(U.loop, &U.wr);
+    if (!ev_is_active(&u->wr))
+        ev_io_start(u->loop, &u->wr);
 }
 
 
@@ -373,6 +388,7 @@ static void deliver(struct flow *f, int dir, const uint8_t *data, size_t len);
 
 static int send_batch(struct flow *f, int dir, int fd, int first, int n)
 {
+    struct udp_state *u = f->u;
     int sent = 0, absorbed = 0;
     while (sent < n) {
         int r = sendmmsg(fd, outs + sent, (unsigned)(n - sent), MSG_DONTWAIT);
@@ -386,7 +402,7 @@ static int send_batch(struct flow *f, int dir, int fd, int first, int n)
         if (r == -1 && errno == ECONNREFUSED && absorbed++ < 2) {
             /* an earlier ICMP error surfaced here: absorbed, go on */
             f->icmp++;
-            U.ctr.icmp_absorbed++;
+            u->ctr.icmp_absorbed++;
             log_debug("ICMP error absorbed on a UDP flow's socket");
             continue;
         }
@@ -402,6 +418,7 @@ static int send_batch(struct flow *f, int dir, int fd, int first, int n)
  * the socket does not take is queued. */
 static void send_batch_to_client(struct flow *f, int n)
 {
+    struct udp_state *u = f->u;
     union { struct cmsghdr align; uint8_t b[64]; } cb;
     size_t clen = f->cfd >= 0 ? 0 : pktinfo_cmsg(&f->local, cb.b, sizeof(cb.b));
     int sent = 0;
@@ -416,7 +433,7 @@ static void send_batch_to_client(struct flow *f, int n)
                 .msg_control = clen ? cb.b : NULL, .msg_controllen = clen,
             };
         }
-        sent = send_batch(f, 1, f->cfd >= 0 ? f->cfd : U.fd, 0, n);
+        sent = send_batch(f, 1, f->cfd >= 0 ? f->cfd : u->fd, 0, n);
     }
     for (int i = sent; i < n; i++)
         deliver(f, 1, bufs[i], msgs[i].msg_len);
@@ -425,7 +442,8 @@ static void send_batch_to_client(struct flow *f, int n)
 static void listener_writable_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)revents;
-    struct flow **pp = &U.waiting;
+    struct udp_state *u = w->data;
+    struct flow **pp = &u->waiting;
     while (*pp) {
         struct flow *f = *pp;
         while (f->q[1].head) {
@@ -459,6 +477,7 @@ static void client_writable_cb(struct ev_loop *loop, ev_io *w, int revents)
 /* Sends one datagram upstream.  Returns 0 sent, 1 would block, -1 dropped. */
 static int send_to_server(struct flow *f, const uint8_t *data, size_t len)
 {
+    struct udp_state *u = f->u;
     for (int tries = 0; tries < 2; tries++) {
         if (send(f->ufd, data, len, MSG_DONTWAIT) >= 0) {
             f->dgrams[0]++;
@@ -471,7 +490,7 @@ static int send_to_server(struct flow *f, const uint8_t *data, size_t len)
             return -1;
         /* the server's port was unreachable earlier (ICMP): absorbed */
         f->icmp++;
-        U.ctr.icmp_absorbed++;
+        u->ctr.icmp_absorbed++;
         log_debug("ICMP error absorbed on the upstream socket of a UDP flow");
     }
     return -1;
@@ -482,6 +501,7 @@ static int send_to_server(struct flow *f, const uint8_t *data, size_t len)
  * it (counted). */
 static void deliver(struct flow *f, int dir, const uint8_t *data, size_t len)
 {
+    struct udp_state *u = f->u;
     if (f->q[dir].count == 0) {
         int r = dir == 0 ? send_to_server(f, data, len) : send_to_client(f, data, len);
         if (r <= 0)
@@ -489,13 +509,13 @@ static void deliver(struct flow *f, int dir, const uint8_t *data, size_t len)
     }
     if (!dgq_push(&f->q[dir], data, len)) {
         f->drops++;
-        U.ctr.queue_drops++;
+        u->ctr.queue_drops++;
         return;
     }
     if (dir == 1)
         flow_wait_listener(f);
     else if (!ev_is_active(&f->uwr))
-        ev_io_start(U.loop, &f->uwr);
+        ev_io_start(u->loop, &f->uwr);
 }
 
 static void upstream_writable_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -529,7 +549,8 @@ static void rewrite_back_port(struct flow *f, uint8_t *d, size_t len)
  * caller sends it, batched), false if it was answered here. */
 static bool from_client(struct flow *f, uint8_t *data, size_t len)
 {
-    f->last[0] = ev_now(U.loop);
+    struct udp_state *u = f->u;
+    f->last[0] = ev_now(u->loop);
     if (f->back != NULL)
         rewrite_back_port(f, data, len);
     struct i2_udp_dgram dg;
@@ -540,7 +561,7 @@ static bool from_client(struct flow *f, uint8_t *data, size_t len)
         if (f->report != NULL) {
             /* answered from the report already relayed: nothing goes upstream */
             f->fins_answered++;
-            U.ctr.fins_answered++;
+            u->ctr.fins_answered++;
             deliver(f, 1, f->report, f->report_len);
             return false;
         }
@@ -571,6 +592,7 @@ static void upstream_readable_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)revents;
     struct flow *f = w->data;
+    struct udp_state *u = f->u;
     for (int i = 0; i < BATCH; i++) {
         iovs[i] = (struct iovec){ .iov_base = bufs[i], .iov_len = DGRAM_MAX };
         msgs[i].msg_hdr = (struct msghdr){ .msg_iov = &iovs[i], .msg_iovlen = 1 };
@@ -580,7 +602,7 @@ static void upstream_readable_cb(struct ev_loop *loop, ev_io *w, int revents)
         if (errno == ECONNREFUSED) {
             /* ICMP port-unreachable from the server side: absorbed */
             f->icmp++;
-            U.ctr.icmp_absorbed++;
+            u->ctr.icmp_absorbed++;
             log_debug("ICMP error absorbed on the upstream socket of a UDP flow");
         }
         return;
@@ -619,9 +641,9 @@ static void upstream_readable_cb(struct ev_loop *loop, ev_io *w, int revents)
 
 /* ------------------------------------------------------------ new flows */
 
-static struct flow *flow_lookup(const struct sockaddr_storage *client)
+static struct flow *flow_lookup(const struct udp_state *u, const struct sockaddr_storage *client)
 {
-    for (struct flow *f = U.hash[sa_hash(client)]; f; f = f->hnext)
+    for (struct flow *f = u->hash[sa_hash(client)]; f; f = f->hnext)
         if (sa_equal(&f->client, client))
             return f;
     return NULL;
@@ -631,12 +653,13 @@ static struct flow *flow_lookup(const struct sockaddr_storage *client)
  * sees.  Without it the test still runs one way, and the log says why. */
 static void flow_open_back(struct flow *f)
 {
+    struct udp_state *u = f->u;
     char c[ADDR_STR_MAX];
     struct sockaddr_storage up_local, client = f->client;
     socklen_t len = sizeof(up_local);
     net_set_port(&client, f->i2.hdr.port);
     if (getsockname(f->ufd, (struct sockaddr *)&up_local, &len) == -1 ||
-        (f->back = udp_back_open(U.loop, &up_local, &f->local, &client, &f->last[1])) == NULL) {
+        (f->back = udp_back_open(u->loop, &up_local, &f->local, &client, &f->last[1])) == NULL) {
         log_warn("iperf2 UDP %s test from %s: cannot open a connect-back port: %s",
                  i2_mode_name(f->i2.hdr.mode), client_s(f, c), strerror(errno));
         return;
@@ -646,25 +669,25 @@ static void flow_open_back(struct flow *f)
               udp_back_port(f->back), f->i2.hdr.port);
 }
 
-static struct flow *flow_new(const struct sockaddr_storage *client, socklen_t clen,
+static struct flow *flow_new(struct udp_state *u, const struct sockaddr_storage *client, socklen_t clen,
                              const struct sockaddr_storage *local, enum flow_proto proto,
                              const uint8_t *first, size_t first_len)
 {
     char c[ADDR_STR_MAX];
-    if (U.nflows >= cfg.max_flows) {
-        U.ctr.refused_flows++;
-        if (ev_now(U.loop) - U.last_full_log > 5) {
-            U.last_full_log = ev_now(U.loop);
+    if (u->nflows >= u->cfg->max_flows) {
+        u->ctr.refused_flows++;
+        if (ev_now(u->loop) - u->last_full_log > 5) {
+            u->last_full_log = ev_now(u->loop);
             log_warn("UDP flow table full (%d flows): dropping datagrams of new client %s "
-                     "(%" PRIu64 " so far)", cfg.max_flows,
+                     "(%" PRIu64 " so far)", u->cfg->max_flows,
                      net_addr_str((const struct sockaddr *)client, c, sizeof(c)),
-                     U.ctr.refused_flows);
+                     u->ctr.refused_flows);
         }
         return NULL;
     }
-    const struct sockaddr_storage *up = proto == FLOW_IPERF2 ? &cfg.upstream2_addr
-                                                             : &cfg.upstream_addr;
-    socklen_t uplen = proto == FLOW_IPERF2 ? cfg.upstream2_len : cfg.upstream_len;
+    const struct sockaddr_storage *up = proto == FLOW_IPERF2 ? &u->cfg->upstream2_addr
+                                                             : &u->cfg->upstream_addr;
+    socklen_t uplen = proto == FLOW_IPERF2 ? u->cfg->upstream2_len : u->cfg->upstream_len;
     int fd = socket(up->ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd == -1) {
         log_warn("no socket for a UDP flow: %s", strerror(errno));
@@ -683,6 +706,7 @@ static struct flow *flow_new(const struct sockaddr_storage *client, socklen_t cl
         close(fd);
         return NULL;
     }
+    f->u = u;
     f->client = *client;
     f->clen = clen;
     f->local = *local;
@@ -694,21 +718,21 @@ static struct flow *flow_new(const struct sockaddr_storage *client, socklen_t cl
         if (f->i2.hdr.connect_back)
             flow_open_back(f);
     }
-    f->last[0] = f->last[1] = ev_now(U.loop);
+    f->last[0] = f->last[1] = ev_now(u->loop);
     ev_io_init(&f->urd, upstream_readable_cb, fd, EV_READ);
     ev_io_init(&f->uwr, upstream_writable_cb, fd, EV_WRITE);
     f->urd.data = f->uwr.data = f;
     ev_init(&f->linger, linger_cb);
-    f->linger.repeat = cfg.udp_linger;
+    f->linger.repeat = u->cfg->udp_linger;
     f->linger.data = f;
-    ev_io_start(U.loop, &f->urd);
-    ev_timer_again(U.loop, &f->linger);
+    ev_io_start(u->loop, &f->urd);
+    ev_timer_again(u->loop, &f->linger);
     unsigned h = sa_hash(client);
-    f->hnext = U.hash[h];
-    U.hash[h] = f;
-    U.nflows++;
-    U.ctr.flows++;
-    if (cfg.udp_connected)
+    f->hnext = u->hash[h];
+    u->hash[h] = f;
+    u->nflows++;
+    u->ctr.flows++;
+    if (u->cfg->udp_connected)
         flow_connect_client(f);
     log_debug("new %s UDP flow from %s", proto == FLOW_IPERF2 ? "iperf2" : "iperf3",
               net_addr_str((const struct sockaddr *)client, c, sizeof(c)));
@@ -731,17 +755,18 @@ static bool flow_restarts(const struct flow *f, const uint8_t *d, size_t len)
  * still sends for the old test, while a new flow serves the new one. */
 static void flow_detach(struct flow *f)
 {
+    struct udp_state *u = f->u;
     char c[ADDR_STR_MAX];
     unsigned h = sa_hash(&f->client);
-    for (struct flow **pp = &U.hash[h]; *pp; pp = &(*pp)->hnext) {
+    for (struct flow **pp = &u->hash[h]; *pp; pp = &(*pp)->hnext) {
         if (*pp == f) {
             *pp = f->hnext;
             break;
         }
     }
     f->detached = true;
-    f->hnext = U.detached;
-    U.detached = f;
+    f->hnext = u->detached;
+    u->detached = f;
     dgq_clear(&f->q[1]);   /* nothing more goes to the old test's client */
     log_debug("UDP client %s started a new test while its last flow lingered: "
               "a new flow serves it", client_s(f, c));
@@ -749,7 +774,7 @@ static void flow_detach(struct flow *f)
 
 /* Client datagrams are readable on fd: the listener, or a flow's connected
  * socket (--udp-connected).  Each goes to its flow by lookup, either way. */
-static void client_readable(int fd)
+static void client_readable(struct udp_state *u, int fd)
 {
     for (int i = 0; i < BATCH; i++) {
         iovs[i] = (struct iovec){ .iov_base = bufs[i], .iov_len = DGRAM_MAX };
@@ -762,7 +787,7 @@ static void client_readable(int fd)
     int n = recvmmsg(fd, msgs, BATCH, MSG_DONTWAIT, NULL);
     if (n == -1) {
         if (errno == ECONNREFUSED)   /* from the client side: absorbed */
-            U.ctr.icmp_absorbed++;
+            u->ctr.icmp_absorbed++;
         return;
     }
     struct flow *run = NULL;   /* flow of the pending run of datagrams bound upstream */
@@ -772,10 +797,10 @@ static void client_readable(int fd)
         uint8_t *d = bufs[i];
         size_t len = msgs[i].msg_len;
         if (mh->msg_flags & MSG_TRUNC) {
-            U.ctr.junk++;
+            u->ctr.junk++;
             continue;
         }
-        struct flow *f = flow_lookup(&names[i]);
+        struct flow *f = flow_lookup(u, &names[i]);
         if (f != NULL && flow_restarts(f, d, len)) {
             if (run == f) {   /* what is batched for the old flow goes out first */
                 send_batch_to_server(run, run_start, run_len);
@@ -792,19 +817,23 @@ static void client_readable(int fd)
             case DETECT_IPERF3: proto = FLOW_IPERF3; break;
             case DETECT_IPERF2: proto = FLOW_IPERF2; break;
             default:
-                U.ctr.junk++;
+                u->ctr.junk++;
                 continue;
             }
-            if ((proto == FLOW_IPERF3 && cfg.protocol == PROTO_IPERF2) ||
-                (proto == FLOW_IPERF2 && cfg.protocol == PROTO_IPERF3)) {
-                U.ctr.wrong_protocol++;   /* --protocol excludes it: no state */
+            if ((proto == FLOW_IPERF3 && u->cfg->protocol == PROTO_IPERF2) ||
+                (proto == FLOW_IPERF2 && u->cfg->protocol == PROTO_IPERF3)) {
+                u->ctr.wrong_protocol++;   /* --protocol excludes it: no state */
                 log_debug("UDP datagram of an %s client dropped: --protocol %s",
                           proto == FLOW_IPERF3 ? "iperf3" : "iperf2",
-                          cfg.protocol == PROTO_IPERF2 ? "iperf2" : "iperf3");
+                          u->cfg->protocol == PROTO_IPERF2 ? "iperf2" : "iperf3");
                 continue;
             }
-            local_from_cmsg(mh, &local);
-            f = flow_new(&names[i], mh->msg_namelen, &local, proto, d, len);
+            if (!service_open(u->svc)) {
+                u->ctr.refused_flows++;   /* draining: a new client gets no state */
+                continue;
+            }
+            local_from_cmsg(u, mh, &local);
+            f = flow_new(u, &names[i], mh->msg_namelen, &local, proto, d, len);
             if (f == NULL)
                 continue;
         }
@@ -823,14 +852,16 @@ static void client_readable(int fd)
 
 static void listener_readable_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
-    (void)loop; (void)w; (void)revents;
-    client_readable(U.fd);
+    (void)loop; (void)revents;
+    struct udp_state *u = w->data;
+    client_readable(u, u->fd);
 }
 
 static void connected_readable_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop; (void)revents;
-    client_readable(((struct flow *)w->data)->cfd);
+    struct flow *f = w->data;
+    client_readable(f->u, f->cfd);
 }
 
 /* --udp-connected: a socket on the address and port the client sent to,
@@ -839,12 +870,13 @@ static void connected_readable_cb(struct ev_loop *loop, ev_io *w, int revents)
  * listener before the connect are dispatched by lookup as before. */
 static void flow_connect_client(struct flow *f)
 {
+    struct udp_state *u = f->u;
     int one = 1;
     struct sockaddr_storage at = f->local;
-    socklen_t alen = net_set_port(&at, (uint16_t)net_port((struct sockaddr *)&cfg.listen_addr));
+    socklen_t alen = net_set_port(&at, (uint16_t)net_port((struct sockaddr *)&u->cfg->listen_addr));
     if (at.ss_family == 0)
         return;   /* local address unknown: stay on the listener */
-    int fd = socket(U.family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = socket(u->family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd == -1)
         return;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
@@ -858,13 +890,14 @@ static void flow_connect_client(struct flow *f)
     ev_io_init(&f->crd, connected_readable_cb, fd, EV_READ);
     ev_io_init(&f->cwr, client_writable_cb, fd, EV_WRITE);
     f->crd.data = f->cwr.data = f;
-    ev_io_start(U.loop, &f->crd);
+    ev_io_start(u->loop, &f->crd);
 }
 
 /* ------------------------------------------------------------ set-up */
 
-int udp_start(struct ev_loop *loop, const struct sockaddr_storage *addr, socklen_t len)
+int udp_start(struct service *svc)
 {
+    const struct sockaddr_storage *addr = &svc->cfg.listen_addr;
     int one = 1, zero = 0, sz = SOCKBUF;
     int fd = socket(addr->ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd == -1)
@@ -882,32 +915,41 @@ int udp_start(struct ev_loop *loop, const struct sockaddr_storage *addr, socklen
     } else {
         setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one));
     }
-    if (bind(fd, (const struct sockaddr *)addr, len) == -1) {
-        int e = errno;
+    struct udp_state *u = calloc(1, sizeof(*u));
+    if (u == NULL || bind(fd, (const struct sockaddr *)addr, svc->cfg.listen_len) == -1) {
+        int e = u == NULL ? ENOMEM : errno;
+        free(u);
         close(fd);
         errno = e;
         return -1;
     }
-    U.loop = loop;
-    U.fd = fd;
-    U.family = addr->ss_family;
-    ev_io_init(&U.rd, listener_readable_cb, fd, EV_READ);
-    ev_io_init(&U.wr, listener_writable_cb, fd, EV_WRITE);
-    ev_io_start(loop, &U.rd);
+    u->svc = svc;
+    u->cfg = &svc->cfg;
+    u->loop = svc->loop;
+    u->fd = fd;
+    u->family = addr->ss_family;
+    ev_io_init(&u->rd, listener_readable_cb, fd, EV_READ);
+    ev_io_init(&u->wr, listener_writable_cb, fd, EV_WRITE);
+    u->rd.data = u->wr.data = u;
+    ev_io_start(u->loop, &u->rd);
+    svc->udp = u;
     return 0;
 }
 
-void udp_stop(struct ev_loop *loop)
+void udp_stop(struct service *svc)
 {
-    if (U.fd < 0)
+    struct udp_state *u = svc->udp;
+    struct ev_loop *loop = svc->loop;
+    if (u == NULL)
         return;
     for (int h = 0; h < HASH_BUCKETS; h++)
-        while (U.hash[h])
-            flow_free(U.hash[h]);
-    while (U.detached)
-        flow_free(U.detached);
-    ev_io_stop(loop, &U.rd);
-    ev_io_stop(loop, &U.wr);
-    close(U.fd);
-    U.fd = -1;
+        while (u->hash[h])
+            flow_free(u->hash[h]);
+    while (u->detached)
+        flow_free(u->detached);
+    ev_io_stop(loop, &u->rd);
+    ev_io_stop(loop, &u->wr);
+    close(u->fd);
+    free(u);
+    svc->udp = NULL;
 }

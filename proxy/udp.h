@@ -33,18 +33,25 @@
 struct udp_counters {
     uint64_t junk;            /* datagrams dropped: not iperf, no flow */
     uint64_t wrong_protocol;  /* first datagrams dropped: excluded by --protocol */
-    uint64_t refused_flows;   /* first datagrams dropped: flow table full */
+    uint64_t refused_flows;   /* first datagrams dropped: flow table full, or draining */
     uint64_t icmp_absorbed;   /* ICMP errors (ECONNREFUSED) seen on shim sockets */
     uint64_t queue_drops;     /* datagrams dropped: a per-flow queue was full */
     uint64_t fins_answered;   /* iperf2 final datagrams answered from a kept report */
     uint64_t flows;           /* flows created */
 };
 
-/* Opens the UDP listener on the listen address.  Returns 0, or -1 with errno. */
-int  udp_start(struct ev_loop *loop, const struct sockaddr_storage *addr, socklen_t len);
-void udp_stop(struct ev_loop *loop);
+struct service;
 
-const struct udp_counters *udp_counters(void);
-int  udp_live_flows(void);
+/* Opens svc's UDP listener on its listen address (svc->udp).  Returns 0, or
+ * -1 with errno.  While svc drains, datagrams of new clients create no flow
+ * (counted as refused_flows); existing flows go on until they linger out. */
+int  udp_start(struct service *svc);
+
+/* Closes every flow of svc at once, and the listener. */
+void udp_stop(struct service *svc);
+
+/* svc's UDP counters, NULL before udp_start(). */
+const struct udp_counters *udp_counters(const struct service *svc);
+int  udp_live_flows(const struct service *svc);
 
 #endif

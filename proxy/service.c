@@ -1,0 +1,86 @@
+#include "proxy/service.h"
+
+#include "protocol/iperf3_ctrl.h"
+#include "proxy/iperf2.h"
+#include "proxy/iperf3.h"
+#include "proxy/log.h"
+#include "proxy/net.h"
+#include "proxy/udp.h"
+
+#include <inttypes.h>
+#include <string.h>
+
+void service_config_defaults(struct service_config *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->protocol          = PROTO_AUTO;
+    c->connect_timeout   = 5.0;
+    c->handshake_timeout = 10.0;
+    c->idle_timeout      = 300.0;
+    c->role_timeout      = 5.0;
+    c->params_max        = I3_PARAMS_MAX_DEFAULT;
+    c->results_max       = I3_RESULTS_MAX_DEFAULT;
+    c->udp_linger        = 10.0;
+    c->max_flows         = 4096;
+    c->use_splice        = true;
+}
+
+void service_init(struct service *svc, struct ev_loop *loop, const struct service_config *cfg)
+{
+    memset(svc, 0, sizeof(*svc));
+    svc->loop = loop;
+    svc->cfg = *cfg;
+    svc->state = SERVICE_RUNNING;
+    svc->listener.fd = -1;
+    svc->listener.spare_fd = -1;
+}
+
+int service_start(struct service *svc, const char **what)
+{
+    if (tcp_listener_start(&svc->listener, svc) == -1) {
+        *what = "TCP";
+        return -1;
+    }
+    if (udp_start(svc) == -1) {
+        *what = "UDP";
+        tcp_listener_stop(&svc->listener);
+        return -1;
+    }
+    return 0;
+}
+
+void service_drain(struct service *svc)
+{
+    svc->state = SERVICE_DRAINING;
+}
+
+int service_live(const struct service *svc)
+{
+    return svc->fronts.pending + svc->ntests + svc->nsessions + udp_live_flows(svc);
+}
+
+/* One line with what the service's UDP side absorbed, for the operator. */
+static void log_udp_counters(const struct service *svc)
+{
+    const struct udp_counters *c = udp_counters(svc);
+    char l[ADDR_STR_MAX];
+    if (c == NULL || c->flows == 0)
+        return;
+    log_info("UDP on %s: %" PRIu64 " flows, %" PRIu64 " ICMP errors absorbed, %" PRIu64
+             " final datagrams answered by the shim, %" PRIu64 " junk datagrams, %" PRIu64
+             " refused (table full or draining), %" PRIu64 " excluded by --protocol, %" PRIu64
+             " queue drops",
+             net_addr_str((const struct sockaddr *)&svc->cfg.listen_addr, l, sizeof(l)),
+             c->flows, c->icmp_absorbed, c->fins_answered, c->junk, c->refused_flows,
+             c->wrong_protocol, c->queue_drops);
+}
+
+void service_stop(struct service *svc)
+{
+    tcp_listener_stop(&svc->listener);
+    front_close_all(svc);
+    i3_close_all(svc);
+    i2_close_all(svc);
+    log_udp_counters(svc);
+    udp_stop(svc);
+}

@@ -1,0 +1,99 @@
+/*
+ * A service: one listening address (TCP and UDP on the same port) with its
+ * upstream server(s), protocol choice and timeouts.  Everything the proxy
+ * creates for a client (pending connections, iperf3 tests, iperf2 sessions,
+ * UDP flows, connect-back listeners) hangs off the service that accepted
+ * it and reads its configuration through it; main.c builds the services and
+ * the event loop runs any number of them.
+ *
+ *   RUNNING ──drain──> DRAINING ──nothing live──> (main exits)
+ *
+ * While DRAINING the listeners stay open, because running tests still need
+ * them (iperf3 data connections, UDP datagrams of existing flows), but no
+ * new test is taken: a new iperf3 client gets the server's own refusal
+ * (ACCESS_DENIED, "the server is busy"), a new iperf2 client a closed
+ * connection, a new UDP client no state.
+ */
+#ifndef IPERF_SHIM_PROXY_SERVICE_H
+#define IPERF_SHIM_PROXY_SERVICE_H
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "proxy/front.h"
+#include "proxy/listener.h"
+
+enum shim_protocol { PROTO_AUTO = 0, PROTO_IPERF2, PROTO_IPERF3 };
+
+/* One service's settings, filled by main.c from the command line. */
+struct service_config {
+    struct sockaddr_storage listen_addr;    /* where clients connect (TCP and UDP) */
+    socklen_t               listen_len;
+    struct sockaddr_storage upstream_addr;  /* the legacy iperf server (iperf3) */
+    socklen_t               upstream_len;
+    struct sockaddr_storage upstream2_addr; /* the iperf2 server (default: upstream_addr) */
+    socklen_t               upstream2_len;
+    enum shim_protocol      protocol;       /* which protocols the listen port serves */
+    double   connect_timeout;    /* s: upstream TCP connect must complete within this */
+    double   handshake_timeout;  /* s: a new client connection must send its cookie/header */
+    double   idle_timeout;       /* s: a relay with no traffic either way is closed (0: never) */
+    double   role_timeout;       /* s: after TEST_RUNNING, bidir roles must be learned */
+    uint32_t params_max;         /* bytes: longest iperf3 parameters JSON accepted */
+    uint32_t results_max;        /* bytes: longest iperf3 results JSON accepted */
+    double   udp_linger;         /* s: a UDP flow lives until quiet both ways this long */
+    int      max_flows;          /* UDP flows at once; new clients beyond are dropped */
+    bool     udp_connected;      /* per-flow sockets connected to the client (docs/udp.md) */
+    bool     use_splice;         /* move TCP data with splice() (else read/write) */
+};
+
+/* Defaults of every setting (the addresses are left empty). */
+void service_config_defaults(struct service_config *c);
+
+enum service_state {
+    SERVICE_RUNNING = 0,   /* taking new tests */
+    SERVICE_DRAINING,      /* running tests go on; no new test is taken */
+};
+
+struct test;        /* proxy/iperf3.c */
+struct sess;        /* proxy/iperf2.c */
+struct udp_state;   /* proxy/udp.c */
+
+struct service {
+    struct service        *next;       /* main.c's list of services */
+    struct ev_loop        *loop;
+    struct service_config  cfg;        /* this service's settings */
+    enum service_state     state;
+    struct tcp_listener    listener;   /* TCP accept on cfg.listen_addr */
+    struct front_queue     fronts;     /* connections not yet recognised */
+    struct test           *tests;      /* live iperf3 tests */
+    int                    ntests;
+    struct sess           *sessions;   /* live iperf2 TCP sessions */
+    int                    nsessions;
+    struct udp_state      *udp;        /* UDP listener and flows, NULL before start */
+};
+
+/* Sets up svc (cfg copied) without opening anything. */
+void service_init(struct service *svc, struct ev_loop *loop, const struct service_config *cfg);
+
+/* Opens the TCP and UDP listeners.  Returns 0, or -1 with errno and *what
+ * set to "TCP" or "UDP". */
+int  service_start(struct service *svc, const char **what);
+
+/* Stops taking new tests; running ones go on. */
+void service_drain(struct service *svc);
+
+/* Tests, sessions, UDP flows and unrecognised connections still alive. */
+int  service_live(const struct service *svc);
+
+/* Closes everything at once and the listeners (exit). */
+void service_stop(struct service *svc);
+
+/* True when new tests are taken. */
+static inline bool service_open(const struct service *svc)
+{
+    return svc->state == SERVICE_RUNNING;
+}
+
+#endif
