@@ -2,11 +2,13 @@
 
 #include "protocol/iperf2.h"
 #include "proxy/connect.h"
+#include "proxy/end_reason.h"
 #include "proxy/log.h"
 #include "proxy/net.h"
 #include "proxy/relay.h"
 #include "proxy/service.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <netinet/in.h>
@@ -19,6 +21,15 @@
 #define I2_MAX_BACK 128   /* connect-back connections accepted per session */
 
 struct sess;
+
+/* Where the client's own connection is.  Connect-backs and their listener
+ * live beside it: a session is freed once it is SESS_ENDED and they are
+ * gone too. */
+enum sess_state {
+    SESS_CONNECTING = 0,  /* upstream connect in progress; cfd is the client */
+    SESS_RELAYING,        /* main relays the client's connection */
+    SESS_ENDED,           /* the client's connection is finished (main NULL, cfd -1) */
+};
 
 /* One connect-back connection: the server's, relayed to the client. */
 struct back {
@@ -34,14 +45,13 @@ struct sess {
     struct service   *svc;           /* the service that took it */
     struct ev_loop   *loop;
     struct sockaddr_storage client;  /* the client's address */
-    int               cfd;           /* client connection until its relay exists */
+    enum sess_state   state;         /* the client's connection */
+    int               cfd;           /* client connection while SESS_CONNECTING, else -1 */
     uint8_t          *first;         /* bytes read by the front (header first) */
     size_t            nfirst;
     struct i2_test_hdr hdr;          /* the parsed test header */
     struct connector  conn;          /* upstream connect */
-    bool              connecting;    /* conn in progress */
     struct relay     *main;          /* the client's connection, relayed */
-    bool              main_done;     /* it ended */
     enum relay_end    main_end;      /* how */
     bool              reset_absorbed;/* a side reset after finishing: closed with FIN */
     int               lfd;           /* connect-back listener, -1 if none */
@@ -53,7 +63,7 @@ struct sess {
     int               live_backs;    /* still alive */
     uint64_t          bytes[2];      /* main connection: client->server, server->client */
     uint64_t          back_bytes[2]; /* connect-backs: server->client, client->server */
-    const char       *failure;       /* why the shim closed it, NULL if it did not */
+    struct end_reason end;           /* why it ended, if not normally */
     int               busy;          /* > 0 while in a callback chain: defer freeing */
 };
 
@@ -74,27 +84,29 @@ static void listener_close(struct sess *s)
 
 static void sess_log_end(struct sess *s)
 {
-    char c[ADDR_STR_MAX], u[ADDR_STR_MAX], back[160] = "", outcome[96];
+    char c[ADDR_STR_MAX], u[ADDR_STR_MAX], back[160] = "", outcome[160];
     if (s->hdr.connect_back)
         snprintf(back, sizeof(back), ", connect-back via shim port %u to client port %u: %d "
                  "connection(s), bytes server->client %" PRIu64 ", client->server %" PRIu64,
                  s->back_port, s->hdr.port, s->nbacks, s->back_bytes[0], s->back_bytes[1]);
-    if (s->failure)
-        snprintf(outcome, sizeof(outcome), "closed by the shim: %s", s->failure);
+    if (s->end.cause != END_NONE)
+        end_reason_str(&s->end, &s->svc->cfg.upstream2_addr, outcome, sizeof(outcome));
     else if (s->reset_absorbed)
         snprintf(outcome, sizeof(outcome), "a side reset after finishing: the other got a FIN");
     else
         snprintf(outcome, sizeof(outcome), "%s", relay_end_str(s->main_end));
-    log_info("iperf2 test: client %s, server %s, mode %s, bytes client->server %" PRIu64
-             ", server->client %" PRIu64 "%s, %s", addr_s(&s->client, c),
-             addr_s(&s->svc->cfg.upstream2_addr, u), i2_mode_name(s->hdr.mode), s->bytes[0],
-             s->bytes[1], back, outcome);
+    log_msg(s->end.cause != END_NONE ? LOG_WARN : LOG_INFO,
+            "iperf2 test: client %s, server %s, mode %s, bytes client->server %" PRIu64
+            ", server->client %" PRIu64 "%s, %s", addr_s(&s->client, c),
+            addr_s(&s->svc->cfg.upstream2_addr, u), i2_mode_name(s->hdr.mode), s->bytes[0],
+            s->bytes[1], back, outcome);
 }
 
 static void sess_maybe_free(struct sess *s)
 {
-    if (s->busy > 0 || !s->main_done || s->connecting || s->live_backs > 0 || s->lfd >= 0)
+    if (s->busy > 0 || s->state != SESS_ENDED || s->live_backs > 0 || s->lfd >= 0)
         return;
+    assert(s->main == NULL && s->cfd < 0);
     sess_log_end(s);
     for (struct sess **pp = &s->svc->sessions; *pp; pp = &(*pp)->next) {
         if (*pp == s) {
@@ -211,7 +223,7 @@ static void listener_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop; (void)revents;
     struct sess *s = w->data;
-    if (!s->main_done) {   /* still running: check again later */
+    if (s->state != SESS_ENDED) {   /* still running: check again later */
         ev_timer_again(loop, w);
         return;
     }
@@ -254,6 +266,44 @@ static int listener_open(struct sess *s, int ufd)
     return 0;
 }
 
+/* ------------------------------------------------------- closing */
+
+/* The one way a session is closed by the shim: records why (the first cause
+ * wins), closes the client's connection (reset, unless the shim is exiting),
+ * the connect-backs and their listener, and frees the session when nothing
+ * of it is left. */
+static void sess_close(struct sess *s, enum end_cause cause, int err, const char *detail)
+{
+    bool reset = cause != END_SHUTDOWN;
+    end_reason_set(&s->end, cause, err, detail);
+    s->busy++;
+    switch (s->state) {
+    case SESS_CONNECTING:
+        connector_cancel(&s->conn);
+        if (reset)
+            net_close_reset(s->cfd);
+        else
+            close(s->cfd);
+        s->cfd = -1;
+        s->state = SESS_ENDED;
+        break;
+    case SESS_RELAYING:
+        relay_abort(s->main, reset);   /* main_done() ends the state */
+        break;
+    case SESS_ENDED:
+        break;
+    }
+    for (int i = 0; i < s->nbacks; i++) {
+        if (s->backs[i] && s->backs[i]->relay)
+            relay_abort(s->backs[i]->relay, reset);
+        else if (s->backs[i])
+            back_free(s->backs[i]);
+    }
+    listener_close(s);
+    s->busy--;
+    sess_maybe_free(s);
+}
+
 /* ------------------------------------------------------- main connection */
 
 static void main_done(void *arg, struct relay *r, enum relay_end how)
@@ -263,7 +313,8 @@ static void main_done(void *arg, struct relay *r, enum relay_end how)
     s->bytes[1] = r->f[FLOW_S2C].bytes;
     s->main_end = how;
     s->reset_absorbed = r->reset_absorbed;
-    s->main_done = true;
+    end_reason_from_relay(&s->end, r, how);
+    s->state = SESS_ENDED;
     s->main = NULL;
     relay_free(r);
     if (s->lfd >= 0)
@@ -274,54 +325,40 @@ static void main_done(void *arg, struct relay *r, enum relay_end how)
 static void main_connected(void *arg, int ufd, int err)
 {
     struct sess *s = arg;
-    char c[ADDR_STR_MAX], u[ADDR_STR_MAX];
+    char c[ADDR_STR_MAX];
 
-    s->connecting = false;
     if (ufd < 0) {
-        log_warn("iperf2: cannot reach server %s for client %s: %s",
-                 addr_s(&s->svc->cfg.upstream2_addr, u), addr_s(&s->client, c), strerror(err));
-        net_close_reset(s->cfd);
-        s->failure = "server unreachable";
-        s->main_done = true;
-        sess_maybe_free(s);
+        sess_close(s, END_CONNECT_FAILED, err, NULL);
         return;
     }
     if (s->hdr.connect_back && listener_open(s, ufd) == -1) {
-        log_warn("iperf2 %s test from %s: cannot open a connect-back port: %s; closing",
-                 i2_mode_name(s->hdr.mode), addr_s(&s->client, c), strerror(errno));
-        listener_close(s);
         close(ufd);
-        net_close_reset(s->cfd);
-        s->failure = "no connect-back port";
-        s->main_done = true;
-        sess_maybe_free(s);
+        sess_close(s, END_RESOURCES, errno, "cannot open a connect-back port");
         return;
     }
     struct relay_opts o = {
-        .splice = s->svc->cfg.use_splice, .idle = s->svc->cfg.idle_timeout, .done = main_done, .arg = s,
+        .splice = s->svc->cfg.use_splice, .idle = s->svc->cfg.idle_timeout, .done = main_done,
+        .arg = s,
     };
-    s->main = relay_new(s->loop, s->cfd, ufd, &o);
-    if (s->main == NULL || relay_preload(s->main, FLOW_C2S, s->first, s->nfirst) == -1) {
-        if (s->main) {
-            s->main->fd[0] = s->main->fd[1] = -1;
-            relay_free(s->main);
-            s->main = NULL;
+    struct relay *r = relay_new(s->loop, s->cfd, ufd, &o);
+    if (r == NULL || relay_preload(r, FLOW_C2S, s->first, s->nfirst) == -1) {
+        if (r) {
+            r->fd[0] = r->fd[1] = -1;   /* the session still owns both fds */
+            relay_free(r);
         }
         close(ufd);
-        net_close_reset(s->cfd);
-        listener_close(s);
-        s->failure = "out of memory";
-        s->main_done = true;
-        sess_maybe_free(s);
+        sess_close(s, END_RESOURCES, ENOMEM, "relay");
         return;
     }
+    s->main = r;
+    s->state = SESS_RELAYING;
     s->cfd = -1;
     if (s->hdr.connect_back)
         log_debug("iperf2 %s test from %s: server told to connect back to shim port %u "
                   "(client asked for %u)", i2_mode_name(s->hdr.mode), addr_s(&s->client, c),
                   s->back_port, s->hdr.port);
     s->busy++;
-    relay_start(s->main);
+    relay_start(r);
     s->busy--;
     sess_maybe_free(s);
 }
@@ -361,41 +398,18 @@ void i2_accept(struct service *svc, int fd, const struct sockaddr_storage *peer,
     svc->sessions = s;
     svc->nsessions++;
     log_debug("iperf2 %s test from %s", i2_mode_name(s->hdr.mode), addr_s(peer, c));
-    s->connecting = true;
-    if (connector_start(&s->conn, s->loop, &s->svc->cfg.upstream2_addr, s->svc->cfg.upstream2_len, NULL,
-                        s->svc->cfg.connect_timeout, main_connected, s) == -1) {
-        s->connecting = false;
-        log_warn("iperf2: no socket for the server connection: %s", strerror(errno));
-        close(fd);
-        s->failure = "no socket";
-        s->main_done = true;
-        sess_maybe_free(s);
-    }
+    s->state = SESS_CONNECTING;
+    if (connector_start(&s->conn, s->loop, &svc->cfg.upstream2_addr, svc->cfg.upstream2_len,
+                        NULL, svc->cfg.connect_timeout, main_connected, s) == -1)
+        sess_close(s, END_RESOURCES, errno, "no socket for the server connection");
 }
 
 void i2_close_all(struct service *svc)
 {
     while (svc->sessions) {
         struct sess *s = svc->sessions;
-        s->busy++;
-        if (s->connecting) {
-            connector_cancel(&s->conn);
-            s->connecting = false;
-            close(s->cfd);
-            s->main_done = true;
-        }
-        if (s->main)
-            relay_abort(s->main, false);
-        for (int i = 0; i < s->nbacks; i++) {
-            if (s->backs[i] && s->backs[i]->relay)
-                relay_abort(s->backs[i]->relay, false);
-            else if (s->backs[i])
-                back_free(s->backs[i]);
-        }
-        listener_close(s);
-        s->busy--;
-        sess_maybe_free(s);
-        if (svc->sessions == s)
+        sess_close(s, END_SHUTDOWN, 0, NULL);
+        if (svc->sessions == s)   /* still alive (deferred): should not happen */
             break;
     }
 }

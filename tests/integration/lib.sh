@@ -222,7 +222,7 @@ except Exception as e: print("<unparseable: %s>" % e)' "$1"
 #   <time> info  test ID: client A, server B, mode M, streams N[ each way], roles R,
 #   bytes client->server X, server->client Y, OUTCOME
 # (other "test ID: ..." lines -- warnings, debug -- are not summaries).
-it_shim_test_lines() { grep -E '^(\S+\s+)?(info\s+)?test \S+: client .*, mode .*, streams [0-9]+' "$1"; }
+it_shim_test_lines() { grep -E '^(\S+\s+)?((info|warn)\s+)?test \S+: client .*, mode .*, streams [0-9]+' "$1"; }
 
 # it_wait_log_count LOG REGEX N [TIMEOUT_S]: wait until LOG has >= N lines matching REGEX (grep -E -i).
 it_wait_log_count() {
@@ -328,7 +328,7 @@ PYEOF
 #   <time> info  iperf2 test: client A, server B, mode M, bytes client->server X,
 #   server->client Y[, connect-back via shim port P to client port Q: N connection(s),
 #   bytes server->client X2, client->server Y2], OUTCOME
-it_iperf2_shim_lines() { grep -E '^(\S+\s+)?(info\s+)?iperf2 test: client ' "$1"; }
+it_iperf2_shim_lines() { grep -E '^(\S+\s+)?((info|warn)\s+)?iperf2 test: client ' "$1"; }
 
 # ---------------------------------------------------------------------------
 # UDP helpers (t_udp_iperf3.sh, t_udp_iperf2.sh; usable by any UDP test).

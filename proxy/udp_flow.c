@@ -1,0 +1,175 @@
+/* The UDP flow table: flows by client address, detached flows that only
+ * linger, expiry when quiet both ways for --udp-linger, and the flow's log
+ * line when it goes. */
+#include "proxy/udp_flow.h"
+
+#include "proxy/log.h"
+#include "proxy/net.h"
+#include "proxy/service.h"
+#include "proxy/udp_back.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static bool sa_equal(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family)
+        return false;
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+    return x->sin6_port == y->sin6_port &&
+           memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+}
+
+static unsigned sa_hash(const struct sockaddr_storage *a)
+{
+    const uint8_t *p;
+    size_t n;
+    uint32_t h = 2166136261u;
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *s = (const void *)a;
+        p = (const uint8_t *)&s->sin_addr;
+        n = sizeof(s->sin_addr);
+        h = (h ^ s->sin_port) * 16777619u;
+    } else {
+        const struct sockaddr_in6 *s = (const void *)a;
+        p = (const uint8_t *)&s->sin6_addr;
+        n = sizeof(s->sin6_addr);
+        h = (h ^ s->sin6_port) * 16777619u;
+    }
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 16777619u;
+    return h % HASH_BUCKETS;
+}
+
+const char *udp_flow_client_str(const struct udp_flow *f, char *buf)
+{
+    return net_addr_str((const struct sockaddr *)&f->client, buf, ADDR_STR_MAX);
+}
+
+static void flow_log_end(const struct udp_flow *f)
+{
+    char c[ADDR_STR_MAX];
+    if (f->proto == UDP_IPERF2) {
+        char back[96] = "";
+        if (f->back != NULL) {
+            uint64_t to_c, to_s;
+            udp_back_counts(f->back, &to_c, &to_s);
+            snprintf(back, sizeof(back), "; connect-back: %" PRIu64 " datagrams to client, %"
+                     PRIu64 " to server", to_c, to_s);
+        }
+        log_info("iperf2 UDP flow %s ended (%s): %" PRIu64 " datagrams (%" PRIu64 " bytes) to "
+                 "server, %" PRIu64 " to client; final datagrams %" PRIu32 " (%" PRIu32
+                 " answered by the shim), Server Report %s (%" PRIu32 " later copies absorbed); "
+                 "ICMP errors absorbed %" PRIu32 "; queue drops %" PRIu64 "%s",
+                 udp_flow_client_str(f, c), i2_mode_name(f->i2.hdr.mode), f->dgrams[0], f->bytes[0],
+                 f->dgrams[1], f->fins, f->fins_answered,
+                 f->report ? "relayed" : (f->fin_seen ? "never came" : "not due"),
+                 f->late_reports, f->icmp, f->drops, back);
+    } else {
+        log_info("iperf3 UDP stream %s ended: %" PRIu64 " datagrams (%" PRIu64 " bytes) to "
+                 "server, %" PRIu64 " (%" PRIu64 " bytes) to client; ICMP errors absorbed %"
+                 PRIu32 "; queue drops %" PRIu64, udp_flow_client_str(f, c), f->dgrams[0], f->bytes[0],
+                 f->dgrams[1], f->bytes[1], f->icmp, f->drops);
+    }
+}
+
+void udp_flow_free(struct udp_flow *f)
+{
+    struct udp_state *u = f->u;
+    unsigned h = sa_hash(&f->client);
+    for (struct udp_flow **pp = f->detached ? &u->detached : &u->hash[h]; *pp; pp = &(*pp)->hnext) {
+        if (*pp == f) {
+            *pp = f->hnext;
+            break;
+        }
+    }
+    if (f->waiting) {
+        for (struct udp_flow **pp = &u->waiting; *pp; pp = &(*pp)->wnext) {
+            if (*pp == f) {
+                *pp = f->wnext;
+                break;
+            }
+        }
+    }
+    flow_log_end(f);
+    ev_io_stop(u->loop, &f->urd);
+    ev_io_stop(u->loop, &f->uwr);
+    ev_timer_stop(u->loop, &f->linger);
+    close(f->ufd);
+    if (f->cfd >= 0) {
+        ev_io_stop(u->loop, &f->crd);
+        ev_io_stop(u->loop, &f->cwr);
+        close(f->cfd);
+    }
+    udp_back_close(f->back);
+    udp_dgq_clear(&f->q[0]);
+    udp_dgq_clear(&f->q[1]);
+    free(f->report);
+    free(f);
+    u->nflows--;
+}
+
+static void linger_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    struct udp_flow *f = w->data;
+    struct udp_state *u = f->u;
+    ev_tstamp last = f->last[0] > f->last[1] ? f->last[0] : f->last[1];
+    ev_tstamp left = last + u->cfg->udp_linger - ev_now(loop);
+    if (left > 0 || f->q[0].count > 0 || f->q[1].count > 0) {
+        w->repeat = left > 0.05 ? left : 0.05;
+        ev_timer_again(loop, w);
+        return;
+    }
+    udp_flow_free(f);
+}
+
+struct udp_flow *udp_flow_lookup(const struct udp_state *u, const struct sockaddr_storage *client)
+{
+    for (struct udp_flow *f = u->hash[sa_hash(client)]; f; f = f->hnext)
+        if (sa_equal(&f->client, client))
+            return f;
+    return NULL;
+}
+
+void udp_flow_insert(struct udp_state *u, struct udp_flow *f)
+{
+    ev_init(&f->linger, linger_cb);
+    f->linger.repeat = u->cfg->udp_linger;
+    f->linger.data = f;
+    ev_timer_again(u->loop, &f->linger);
+    unsigned h = sa_hash(&f->client);
+    f->hnext = u->hash[h];
+    u->hash[h] = f;
+    u->nflows++;
+    u->ctr.flows++;
+}
+
+void udp_flow_detach(struct udp_flow *f)
+{
+    struct udp_state *u = f->u;
+    char c[ADDR_STR_MAX];
+    unsigned h = sa_hash(&f->client);
+    for (struct udp_flow **pp = &u->hash[h]; *pp; pp = &(*pp)->hnext) {
+        if (*pp == f) {
+            *pp = f->hnext;
+            break;
+        }
+    }
+    f->detached = true;
+    f->hnext = u->detached;
+    u->detached = f;
+    udp_dgq_clear(&f->q[1]);   /* nothing more goes to the old test's client */
+    log_debug("UDP client %s started a new test while its last flow lingered: "
+              "a new flow serves it", udp_flow_client_str(f, c));
+}
