@@ -21,6 +21,9 @@ UNIT_BIN   := $(patsubst tests/unit/%.c,build/rel/tests/%,$(UNIT_SRC))
 UNIT_SAN   := $(patsubst tests/unit/%.c,build/san/tests/%,$(UNIT_SRC))
 LIB_OBJ    := $(patsubst %.c,build/rel/%.o,$(LIB_SRC))
 LIB_SAN    := $(patsubst %.c,build/san/%.o,$(LIB_SRC))
+# proxy/ without main(), for proxy unit tests (socketpairs, a real libev loop)
+PXY_OBJ    := $(patsubst %.c,build/rel/%.o,$(filter-out proxy/main.c,$(PROXY_SRC)))
+PXY_SAN    := $(patsubst %.c,build/san/%.o,$(filter-out proxy/main.c,$(PROXY_SRC)))
 
 .PHONY: all test unit unit-san integration integration-san san deps demo bench clean
 all: iperf-shim
@@ -39,13 +42,13 @@ build/san/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) $(CFLAGS) $(SAN) -c -o $@ $<
 
-build/rel/tests/%: tests/unit/%.c $(LIB_OBJ)
+build/rel/tests/%: tests/unit/%.c $(LIB_OBJ) $(PXY_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(BASE_CFLAGS) $(CFLAGS) -o $@ $< $(LIB_OBJ) $(LDLIBS) -lcmocka
+	$(CC) $(BASE_CFLAGS) $(CFLAGS) -o $@ $< $(LIB_OBJ) $(PXY_OBJ) $(LDLIBS) -lcmocka
 
-build/san/tests/%: tests/unit/%.c $(LIB_SAN)
+build/san/tests/%: tests/unit/%.c $(LIB_SAN) $(PXY_SAN)
 	@mkdir -p $(dir $@)
-	$(CC) $(BASE_CFLAGS) $(CFLAGS) $(SAN) -o $@ $< $(LIB_SAN) $(LDLIBS) -lcmocka
+	$(CC) $(BASE_CFLAGS) $(CFLAGS) $(SAN) -o $@ $< $(LIB_SAN) $(PXY_SAN) $(LDLIBS) -lcmocka
 
 # header dependencies, written by -MMD
 -include $(shell find build -name '*.d' 2>/dev/null)

@@ -71,15 +71,15 @@ static void flow_log_end(const struct udp_flow *f)
                  "server, %" PRIu64 " to client; final datagrams %" PRIu32 " (%" PRIu32
                  " answered by the shim), Server Report %s (%" PRIu32 " later copies absorbed); "
                  "ICMP errors absorbed %" PRIu32 "; queue drops %" PRIu64 "%s",
-                 udp_flow_client_str(f, c), i2_mode_name(f->i2.hdr.mode), f->dgrams[0], f->bytes[0],
-                 f->dgrams[1], f->fins, f->fins_answered,
+                 udp_flow_client_str(f, c), i2_mode_name(f->i2.hdr.mode), f->dgrams[0],
+                 f->bytes[0], f->dgrams[1], f->fins, f->fins_answered,
                  f->report ? "relayed" : (f->fin_seen ? "never came" : "not due"),
                  f->late_reports, f->icmp, f->drops, back);
     } else {
         log_info("iperf3 UDP stream %s ended: %" PRIu64 " datagrams (%" PRIu64 " bytes) to "
                  "server, %" PRIu64 " (%" PRIu64 " bytes) to client; ICMP errors absorbed %"
-                 PRIu32 "; queue drops %" PRIu64, udp_flow_client_str(f, c), f->dgrams[0], f->bytes[0],
-                 f->dgrams[1], f->bytes[1], f->icmp, f->drops);
+                 PRIu32 "; queue drops %" PRIu64, udp_flow_client_str(f, c), f->dgrams[0],
+                 f->bytes[0], f->dgrams[1], f->bytes[1], f->icmp, f->drops);
     }
 }
 
@@ -87,14 +87,15 @@ void udp_flow_free(struct udp_flow *f)
 {
     struct udp_state *u = f->u;
     unsigned h = sa_hash(&f->client);
-    for (struct udp_flow **pp = f->detached ? &u->detached : &u->hash[h]; *pp; pp = &(*pp)->hnext) {
+    struct udp_flow **pp = f->detached ? &u->detached : &u->hash[h];
+    for (; *pp; pp = &(*pp)->hnext) {
         if (*pp == f) {
             *pp = f->hnext;
             break;
         }
     }
     if (f->waiting) {
-        for (struct udp_flow **pp = &u->waiting; *pp; pp = &(*pp)->wnext) {
+        for (pp = &u->waiting; *pp; pp = &(*pp)->wnext) {
             if (*pp == f) {
                 *pp = f->wnext;
                 break;
