@@ -1,12 +1,11 @@
 /* iperf-shim: a transparent, wire-compatible proxy in front of legacy iperf
- * servers.  main() parses the command line into services, starts them and
- * runs the event loop; SIGTERM/SIGINT drain (a second one exits at once). */
+ * servers.  main() reads the command line (and the configuration file with
+ * --config), checks it, and hands it to the process (proxy/process.h). */
+#include "proxy/config_file.h"
 #include "proxy/log.h"
-#include "proxy/net.h"
-#include "proxy/service.h"
+#include "proxy/options.h"
+#include "proxy/process.h"
 
-#include <errno.h>
-#include <ev.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -14,22 +13,15 @@
 #include <string.h>
 #include <sys/resource.h>
 
-#define DRAIN_CHECK_INTERVAL 0.25   /* s: how often a drain looks for what is left */
-
-/* The process: its services and how it stops. */
-static struct {
-    struct service *services;       /* every service, in command-line order */
-    double          drain_timeout;  /* s: --drain-timeout */
-    bool            draining;       /* a first signal came */
-    ev_tstamp       drain_deadline; /* ev_now() when a drain gives up */
-    ev_timer        drain_check;    /* looks for what is left while draining */
-    ev_signal       sigint, sigterm;
-} shim = { .drain_timeout = 60.0 };
+#ifndef SHIM_VERSION
+#define SHIM_VERSION "unknown"
+#endif
 
 static void usage(FILE *out)
 {
     fprintf(out,
 "usage: iperf-shim --listen ADDR:PORT --upstream HOST:PORT [options]\n"
+"       iperf-shim --config FILE [--check] [--log-level L] [--drain-timeout S]\n"
 "\n"
 "  --listen ADDR:PORT       where clients connect: 0.0.0.0:5201, [::]:5201 (dual-stack),\n"
 "                           [2001:db8::1]:5201, :5201 (dual-stack wildcard)\n"
@@ -37,6 +29,7 @@ static void usage(FILE *out)
 "  --upstream-iperf2 HOST:PORT\n"
 "                           where iperf2 clients go, when not the same as --upstream\n"
 "  --protocol P             auto (default: iperf3 and iperf2 on one port), iperf3, iperf2\n"
+"  --name NAME              the service's name in logs (default: the listen address)\n"
 "  --connect-timeout S      upstream TCP connect timeout (default 5)\n"
 "  --handshake-timeout S    a client must send its cookie/header within S (default 10)\n"
 "  --idle-timeout S         close a test with no traffic for S, 0 = never (default 300)\n"
@@ -54,92 +47,12 @@ static void usage(FILE *out)
 "  --drain-timeout S        on SIGTERM/SIGINT, let running tests and UDP flows finish for\n"
 "                           at most S before exiting (default 60); a second signal exits\n"
 "  --log-level LEVEL        error, warn, info (default) or debug\n"
+"  --config FILE            services and settings from FILE (libconfig syntax, see\n"
+"                           iperf-shim.conf(5); default " CONFIG_FILE_DEFAULT ");\n"
+"                           SIGHUP reads it again\n"
+"  --check                  check the configuration, print what would run, and exit\n"
+"  --version                print the version and exit\n"
 "  -h, --help               this text\n");
-}
-
-static int parse_seconds(const char *s, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno != 0 || end == s || *end != '\0' || v < 0 || v > 86400)
-        return -1;
-    *out = v;
-    return 0;
-}
-
-/* Parses a whole number in [min, max].  Returns 0, or -1 if malformed. */
-static int parse_uint(const char *s, unsigned long min, unsigned long max, unsigned long *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long v = strtoul(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || *s == '-' || v < min || v > max)
-        return -1;
-    *out = v;
-    return 0;
-}
-
-static int live_total(void)
-{
-    int n = 0;
-    for (struct service *svc = shim.services; svc; svc = svc->next)
-        n += service_live(svc);
-    return n;
-}
-
-/* Closes everything that is left and leaves the loop. */
-static void shim_exit(struct ev_loop *loop)
-{
-    ev_timer_stop(loop, &shim.drain_check);
-    ev_signal_stop(loop, &shim.sigint);
-    ev_signal_stop(loop, &shim.sigterm);
-    for (struct service *svc = shim.services; svc; svc = svc->next)
-        service_stop(svc);
-    ev_break(loop, EVBREAK_ALL);
-}
-
-static void drain_check_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    (void)w; (void)revents;
-    int left = live_total();
-    if (left == 0) {
-        log_info("drained: every test and UDP flow has ended; exiting");
-        shim_exit(loop);
-    } else if (ev_now(loop) >= shim.drain_deadline) {
-        log_warn("drain timeout (%.0f s): closing %d test(s), session(s) and UDP flow(s) "
-                 "still open", shim.drain_timeout, left);
-        shim_exit(loop);
-    }
-}
-
-/* First signal: stop taking new tests and exit once the running ones (and
- * the UDP flows, whose upstream ports must outlive late server datagrams,
- * iperf2 ticket #391) have ended.  A second signal exits at once. */
-static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
-{
-    (void)revents;
-    int left = live_total();
-    if (shim.draining) {
-        log_warn("signal %d again: exiting now, closing %d test(s), session(s) and UDP "
-                 "flow(s)", w->signum, left);
-        shim_exit(loop);
-        return;
-    }
-    shim.draining = true;
-    for (struct service *svc = shim.services; svc; svc = svc->next)
-        service_drain(svc);
-    if (left == 0) {
-        log_info("signal %d: nothing running; exiting", w->signum);
-        shim_exit(loop);
-        return;
-    }
-    log_info("signal %d: draining: %d test(s), session(s) and UDP flow(s) still open; new "
-             "tests are refused; exiting when they end, at most in %.0f s (a second signal "
-             "exits at once)", w->signum, left, shim.drain_timeout);
-    shim.drain_deadline = ev_now(loop) + shim.drain_timeout;
-    ev_timer_set(&shim.drain_check, DRAIN_CHECK_INTERVAL, DRAIN_CHECK_INTERVAL);
-    ev_timer_start(loop, &shim.drain_check);
 }
 
 /* More fds than the default 1024: a -P 128 --bidir test alone uses ~1500. */
@@ -152,131 +65,118 @@ static void raise_fd_limit(void)
     }
 }
 
+#define MAX_OVERRIDES 16
+
+/* The configuration file and the command-line settings that override it. */
+static struct {
+    const char           *path;                      /* --config FILE, NULL if none */
+    const struct opt_def *def[MAX_OVERRIDES];        /* global options given */
+    const char           *value[MAX_OVERRIDES];
+    int                   n;
+} source;
+
+/* Reads the file and applies the command line's global settings on top
+ * (at start and on SIGHUP).  Returns 0, or -1 with err set. */
+static int load_config(void *arg, struct shim_config *c, char *err, size_t errlen)
+{
+    (void)arg;
+    const char *why;
+    if (config_file_load(source.path, c, err, errlen) == -1)
+        return -1;
+    for (int i = 0; i < source.n; i++) {
+        if (opt_set(source.def[i], source.value[i], c, NULL, &why) == -1) {
+            snprintf(err, errlen, "--%s %s: %s", source.def[i]->name, source.value[i], why);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    enum { O_CONNECT = 256, O_HANDSHAKE, O_IDLE, O_ROLE, O_PARAMS, O_RESULTS, O_NOSPLICE,
-           O_LOGLEVEL, O_LINGER, O_MAXFLOWS, O_UPSTREAM2, O_PROTOCOL, O_UDPCONN, O_DRAIN };
-    static const struct option opts[] = {
-        { "listen", required_argument, NULL, 'l' },
-        { "upstream", required_argument, NULL, 'u' },
-        { "upstream-iperf2", required_argument, NULL, O_UPSTREAM2 },
-        { "protocol", required_argument, NULL, O_PROTOCOL },
-        { "connect-timeout", required_argument, NULL, O_CONNECT },
-        { "handshake-timeout", required_argument, NULL, O_HANDSHAKE },
-        { "idle-timeout", required_argument, NULL, O_IDLE },
-        { "role-timeout", required_argument, NULL, O_ROLE },
-        { "max-params", required_argument, NULL, O_PARAMS },
-        { "max-results", required_argument, NULL, O_RESULTS },
-        { "no-splice", no_argument, NULL, O_NOSPLICE },
-        { "udp-linger", required_argument, NULL, O_LINGER },
-        { "max-flows", required_argument, NULL, O_MAXFLOWS },
-        { "udp-connected", no_argument, NULL, O_UDPCONN },
-        { "log-level", required_argument, NULL, O_LOGLEVEL },
-        { "drain-timeout", required_argument, NULL, O_DRAIN },
-        { "help", no_argument, NULL, 'h' },
-        { NULL, 0, NULL, 0 },
-    };
-    const char *listen_s = NULL, *upstream_s = NULL, *upstream2_s = NULL, *why;
-    struct service_config cfg;
-    int c;
+    enum { O_CONFIG = 1000, O_CHECK, O_VERSION, O_TABLE = 2000 };
+    static struct option opts[64];
+    static struct shim_config cfg;   /* large: not on the stack */
+    struct service_config cli;
+    int nopts = 0, c, nservice_opts = 0;
+    bool check = false;
+    const char *why;
+    char err[512];
 
-    service_config_defaults(&cfg);
+    for (const struct opt_def *d = shim_options; d->name; d++)
+        opts[nopts++] = (struct option){ d->name, d->kind == OPT_FLAG ? no_argument
+                                                                     : required_argument,
+                                         NULL, O_TABLE + (int)(d - shim_options) };
+    opts[nopts++] = (struct option){ "config", required_argument, NULL, O_CONFIG };
+    opts[nopts++] = (struct option){ "check", no_argument, NULL, O_CHECK };
+    opts[nopts++] = (struct option){ "version", no_argument, NULL, O_VERSION };
+    opts[nopts++] = (struct option){ "help", no_argument, NULL, 'h' };
+    opts[nopts] = (struct option){ NULL, 0, NULL, 0 };
 
+    shim_config_defaults(&cfg);
+    service_config_defaults(&cli);
     while ((c = getopt_long(argc, argv, "l:u:h", opts, NULL)) != -1) {
-        int bad = 0;
-        unsigned long n = 0;
+        const struct opt_def *d = NULL;
+        if (c == 'l' || c == 'u')
+            d = opt_by_key(c == 'l' ? "listen" : "upstream");
+        else if (c >= O_TABLE)
+            d = &shim_options[c - O_TABLE];
+        if (d != NULL) {
+            const char *v = d->kind == OPT_FLAG ? "true" : optarg;
+            if (opt_set(d, v, &cfg, &cli, &why) == -1) {
+                fprintf(stderr, "iperf-shim: --%s %s: %s\n", d->name, v, why);
+                return 2;
+            }
+            if (d->scope == OPT_SERVICE) {
+                nservice_opts++;
+            } else if (source.n < MAX_OVERRIDES) {
+                source.def[source.n] = d;
+                source.value[source.n++] = v;
+            }
+            continue;
+        }
         switch (c) {
-        case 'l': listen_s = optarg; break;
-        case 'u': upstream_s = optarg; break;
-        case O_UPSTREAM2: upstream2_s = optarg; break;
-        case O_PROTOCOL:
-            if (strcmp(optarg, "auto") == 0)
-                cfg.protocol = PROTO_AUTO;
-            else if (strcmp(optarg, "iperf2") == 0)
-                cfg.protocol = PROTO_IPERF2;
-            else if (strcmp(optarg, "iperf3") == 0)
-                cfg.protocol = PROTO_IPERF3;
-            else
-                bad = 1;
-            break;
-        case O_CONNECT: bad = parse_seconds(optarg, &cfg.connect_timeout); break;
-        case O_HANDSHAKE: bad = parse_seconds(optarg, &cfg.handshake_timeout); break;
-        case O_IDLE: bad = parse_seconds(optarg, &cfg.idle_timeout); break;
-        case O_ROLE: bad = parse_seconds(optarg, &cfg.role_timeout); break;
-        case O_PARAMS:
-            bad = parse_uint(optarg, 64, 1ul << 30, &n);
-            cfg.params_max = (uint32_t)n;
-            break;
-        case O_RESULTS:
-            bad = parse_uint(optarg, 64, 1ul << 30, &n);
-            cfg.results_max = (uint32_t)n;
-            break;
-        case O_NOSPLICE: cfg.use_splice = false; break;
-        case O_UDPCONN: cfg.udp_connected = true; break;
-        case O_LINGER: bad = parse_seconds(optarg, &cfg.udp_linger); break;
-        case O_MAXFLOWS:
-            bad = parse_uint(optarg, 1, 1000000, &n);
-            cfg.max_flows = (int)n;
-            break;
-        case O_LOGLEVEL: bad = log_level_parse(optarg, &log_threshold); break;
-        case O_DRAIN: bad = parse_seconds(optarg, &shim.drain_timeout); break;
+        case O_CONFIG: source.path = optarg; break;
+        case O_CHECK: check = true; break;
+        case O_VERSION: printf("iperf-shim %s\n", SHIM_VERSION); return 0;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
-        if (bad) {
-            fprintf(stderr, "iperf-shim: bad value '%s' for an option\n", optarg);
-            return 2;
-        }
     }
-    if (listen_s == NULL || upstream_s == NULL || optind != argc) {
+    if (optind != argc) {
         usage(stderr);
         return 2;
     }
-    if (cfg.connect_timeout <= 0 || cfg.handshake_timeout <= 0 || cfg.role_timeout <= 0 ||
-        cfg.udp_linger <= 0) {
-        fprintf(stderr, "iperf-shim: connect, handshake and role timeouts and the UDP linger "
-                        "must be > 0\n");
-        return 2;
+    if (source.path == NULL && nservice_opts == 0 && check)
+        source.path = CONFIG_FILE_DEFAULT;
+    if (source.path != NULL) {
+        if (nservice_opts > 0) {
+            fprintf(stderr, "iperf-shim: with --config, services come from the file; only "
+                            "--log-level and --drain-timeout may be given beside it\n");
+            return 2;
+        }
+        if (load_config(NULL, &cfg, err, sizeof(err)) == -1) {
+            fprintf(stderr, "iperf-shim: %s\n", err);
+            return 1;
+        }
+    } else {
+        int bad;
+        cfg.services[0] = cli;
+        cfg.nservices = 1;
+        if (cli.listen_len == 0 || cli.upstream_len == 0) {
+            usage(stderr);
+            return 2;
+        }
+        if (shim_config_finish(&cfg, &bad, &why) == -1) {
+            fprintf(stderr, "iperf-shim: %s\n", why);
+            return 2;
+        }
     }
-    if (net_parse_hostport(listen_s, &cfg.listen_addr, &cfg.listen_len, &why) == -1) {
-        fprintf(stderr, "iperf-shim: --listen %s: %s\n", listen_s, why);
-        return 2;
+    if (check) {
+        shim_config_print(&cfg, stdout);
+        return 0;
     }
-    if (net_parse_hostport(upstream_s, &cfg.upstream_addr, &cfg.upstream_len, &why) == -1) {
-        fprintf(stderr, "iperf-shim: --upstream %s: %s\n", upstream_s, why);
-        return 2;
-    }
-    cfg.upstream2_addr = cfg.upstream_addr;
-    cfg.upstream2_len = cfg.upstream_len;
-    if (upstream2_s != NULL &&
-        net_parse_hostport(upstream2_s, &cfg.upstream2_addr, &cfg.upstream2_len, &why) == -1) {
-        fprintf(stderr, "iperf-shim: --upstream-iperf2 %s: %s\n", upstream2_s, why);
-        return 2;
-    }
-
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
-    struct ev_loop *loop = EV_DEFAULT;
-    static struct service svc;   /* one service from the command line */
-    const char *what;
-    service_init(&svc, loop, &cfg);
-    if (service_start(&svc, &what) == -1) {
-        fprintf(stderr, "iperf-shim: cannot listen on %s (%s): %s\n", listen_s, what,
-                strerror(errno));
-        return 1;
-    }
-    shim.services = &svc;
-    ev_init(&shim.drain_check, drain_check_cb);
-    ev_signal_init(&shim.sigint, on_signal, SIGINT);
-    ev_signal_init(&shim.sigterm, on_signal, SIGTERM);
-    ev_signal_start(loop, &shim.sigint);
-    ev_signal_start(loop, &shim.sigterm);
-
-    char l[ADDR_STR_MAX], u[ADDR_STR_MAX];
-    log_info("iperf-shim listening on %s (TCP and UDP), relaying to %s%s",
-             net_addr_str((struct sockaddr *)&cfg.listen_addr, l, sizeof(l)),
-             net_addr_str((struct sockaddr *)&cfg.upstream_addr, u, sizeof(u)),
-             cfg.use_splice ? "" : " (splice off)");
-    ev_run(loop, 0);
-    return 0;
+    return process_run(EV_DEFAULT, &cfg, source.path ? load_config : NULL, NULL);
 }

@@ -28,13 +28,16 @@
 enum shim_protocol { PROTO_AUTO = 0, PROTO_IPERF2, PROTO_IPERF3 };
 
 /* One service's settings, filled by main.c from the command line. */
+#define SERVICE_NAME_MAX 48
+
 struct service_config {
+    char                    name[SERVICE_NAME_MAX]; /* for logs; default: the listen address */
     struct sockaddr_storage listen_addr;    /* where clients connect (TCP and UDP) */
-    socklen_t               listen_len;
+    socklen_t               listen_len;     /* 0: not set */
     struct sockaddr_storage upstream_addr;  /* the legacy iperf server (iperf3) */
-    socklen_t               upstream_len;
+    socklen_t               upstream_len;   /* 0: not set */
     struct sockaddr_storage upstream2_addr; /* the iperf2 server (default: upstream_addr) */
-    socklen_t               upstream2_len;
+    socklen_t               upstream2_len;  /* 0: not set (upstream_addr is used) */
     enum shim_protocol      protocol;       /* which protocols the listen port serves */
     double   connect_timeout;    /* s: upstream TCP connect must complete within this */
     double   handshake_timeout;  /* s: a new client connection must send its cookie/header */
@@ -61,7 +64,7 @@ struct sess;        /* proxy/iperf2.c */
 struct udp_state;   /* proxy/udp.c */
 
 struct service {
-    struct service        *next;       /* main.c's list of services */
+    struct service        *next;       /* the process's list of services */
     struct ev_loop        *loop;
     struct service_config  cfg;        /* this service's settings */
     enum service_state     state;
@@ -72,6 +75,8 @@ struct service {
     struct sess           *sessions;   /* live iperf2 TCP sessions */
     int                    nsessions;
     struct udp_state      *udp;        /* UDP listener and flows, NULL before start */
+    bool                   retiring;   /* removed by a reload: closed once drained */
+    bool                   mark;       /* scratch flag of the reload */
 };
 
 /* Sets up svc (cfg copied) without opening anything. */

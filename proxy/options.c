@@ -1,0 +1,225 @@
+#include "proxy/options.h"
+
+#include "protocol/iperf3_ctrl.h"
+#include "proxy/net.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum opt_id {
+    O_LISTEN, O_UPSTREAM, O_UPSTREAM2, O_PROTOCOL, O_NAME,
+    O_CONNECT, O_HANDSHAKE, O_IDLE, O_ROLE, O_LINGER,
+    O_MAXFLOWS, O_PARAMS, O_RESULTS, O_UDPCONN, O_NOSPLICE,
+    O_LOGLEVEL, O_DRAIN,
+};
+
+const struct opt_def shim_options[] = {
+    { "listen",            "listen",            OPT_SERVICE, OPT_STRING, O_LISTEN },
+    { "upstream",          "upstream",          OPT_SERVICE, OPT_STRING, O_UPSTREAM },
+    { "upstream-iperf2",   "upstream_iperf2",   OPT_SERVICE, OPT_STRING, O_UPSTREAM2 },
+    { "protocol",          "protocol",          OPT_SERVICE, OPT_STRING, O_PROTOCOL },
+    { "name",              "name",              OPT_SERVICE, OPT_STRING, O_NAME },
+    { "connect-timeout",   "connect_timeout",   OPT_SERVICE, OPT_STRING, O_CONNECT },
+    { "handshake-timeout", "handshake_timeout", OPT_SERVICE, OPT_STRING, O_HANDSHAKE },
+    { "idle-timeout",      "idle_timeout",      OPT_SERVICE, OPT_STRING, O_IDLE },
+    { "role-timeout",      "role_timeout",      OPT_SERVICE, OPT_STRING, O_ROLE },
+    { "udp-linger",        "udp_linger",        OPT_SERVICE, OPT_STRING, O_LINGER },
+    { "max-flows",         "max_flows",         OPT_SERVICE, OPT_STRING, O_MAXFLOWS },
+    { "max-params",        "max_params",        OPT_SERVICE, OPT_STRING, O_PARAMS },
+    { "max-results",       "max_results",       OPT_SERVICE, OPT_STRING, O_RESULTS },
+    { "udp-connected",     "udp_connected",     OPT_SERVICE, OPT_FLAG,   O_UDPCONN },
+    { "no-splice",         "no_splice",         OPT_SERVICE, OPT_FLAG,   O_NOSPLICE },
+    { "log-level",         "log_level",         OPT_GLOBAL,  OPT_STRING, O_LOGLEVEL },
+    { "drain-timeout",     "drain_timeout",     OPT_GLOBAL,  OPT_STRING, O_DRAIN },
+    { NULL, NULL, 0, 0, 0 },
+};
+
+void shim_config_defaults(struct shim_config *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->log_level = LOG_INFO;
+    c->drain_timeout = 60.0;
+}
+
+const struct opt_def *opt_by_key(const char *key)
+{
+    for (const struct opt_def *d = shim_options; d->name; d++)
+        if (strcmp(d->key, key) == 0)
+            return d;
+    return NULL;
+}
+
+/* Seconds in [0, 86400].  Returns 0, or -1 with *why if malformed. */
+static int parse_seconds(const char *s, double *out, const char **why)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno != 0 || end == s || *end != '\0' || !(v >= 0 && v <= 86400)) {
+        *why = "expected seconds from 0 to 86400";
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* A whole number in [min, max].  Returns 0, or -1 if malformed. */
+static int parse_uint(const char *s, unsigned long min, unsigned long max, unsigned long *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || *s == '-' || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_bool(const char *s, bool *out)
+{
+    if (strcmp(s, "true") == 0)
+        *out = true;
+    else if (strcmp(s, "false") == 0)
+        *out = false;
+    else
+        return -1;
+    return 0;
+}
+
+int opt_set(const struct opt_def *d, const char *v, struct shim_config *c,
+            struct service_config *s, const char **why)
+{
+    unsigned long n = 0;
+    bool b = false;
+    int bad = 0;
+    switch ((enum opt_id)d->id) {
+    case O_LISTEN:
+        return net_parse_hostport(v, &s->listen_addr, &s->listen_len, why);
+    case O_UPSTREAM:
+        return net_parse_hostport(v, &s->upstream_addr, &s->upstream_len, why);
+    case O_UPSTREAM2:
+        return net_parse_hostport(v, &s->upstream2_addr, &s->upstream2_len, why);
+    case O_PROTOCOL:
+        if (strcmp(v, "auto") == 0)
+            s->protocol = PROTO_AUTO;
+        else if (strcmp(v, "iperf2") == 0)
+            s->protocol = PROTO_IPERF2;
+        else if (strcmp(v, "iperf3") == 0)
+            s->protocol = PROTO_IPERF3;
+        else
+            bad = 1;
+        *why = "expected auto, iperf3 or iperf2";
+        break;
+    case O_NAME:
+        bad = v[0] == '\0' || strlen(v) >= sizeof(s->name);
+        if (!bad)
+            strcpy(s->name, v);
+        *why = "expected 1 to 47 characters";
+        break;
+    case O_CONNECT:   return parse_seconds(v, &s->connect_timeout, why);
+    case O_HANDSHAKE: return parse_seconds(v, &s->handshake_timeout, why);
+    case O_IDLE:      return parse_seconds(v, &s->idle_timeout, why);
+    case O_ROLE:      return parse_seconds(v, &s->role_timeout, why);
+    case O_LINGER:    return parse_seconds(v, &s->udp_linger, why);
+    case O_DRAIN:     return parse_seconds(v, &c->drain_timeout, why);
+    case O_MAXFLOWS:
+        bad = parse_uint(v, 1, 1000000, &n);
+        s->max_flows = (int)n;
+        *why = "expected a whole number from 1 to 1000000";
+        break;
+    case O_PARAMS:
+    case O_RESULTS:
+        bad = parse_uint(v, 64, 1ul << 30, &n);
+        *(d->id == O_PARAMS ? &s->params_max : &s->results_max) = (uint32_t)n;
+        *why = "expected a whole number of bytes from 64 to 1073741824";
+        break;
+    case O_UDPCONN:
+        bad = parse_bool(v, &b);
+        s->udp_connected = b;
+        *why = "expected true or false";
+        break;
+    case O_NOSPLICE:
+        bad = parse_bool(v, &b);
+        s->use_splice = !b;
+        *why = "expected true or false";
+        break;
+    case O_LOGLEVEL:
+        bad = log_level_parse(v, &c->log_level);
+        *why = "expected error, warn, info or debug";
+        break;
+    }
+    return bad ? -1 : 0;
+}
+
+static bool same_addr(const struct service_config *a, const struct service_config *b)
+{
+    return a->listen_len == b->listen_len &&
+           memcmp(&a->listen_addr, &b->listen_addr, a->listen_len) == 0;
+}
+
+int shim_config_finish(struct shim_config *c, int *svc, const char **why)
+{
+    *svc = -1;
+    if (c->nservices == 0) {
+        *why = "no service: give --listen and --upstream, or services in the file";
+        return -1;
+    }
+    for (int i = 0; i < c->nservices; i++) {
+        struct service_config *s = &c->services[i];
+        *svc = i;
+        if (s->listen_len == 0) {
+            *why = "a service needs a listen address";
+            return -1;
+        }
+        if (s->upstream_len == 0) {
+            *why = "a service needs an upstream server";
+            return -1;
+        }
+        if (s->upstream2_len == 0) {
+            s->upstream2_addr = s->upstream_addr;
+            s->upstream2_len = s->upstream_len;
+        }
+        if (s->connect_timeout <= 0 || s->handshake_timeout <= 0 || s->role_timeout <= 0 ||
+            s->udp_linger <= 0) {
+            *why = "connect, handshake and role timeouts and the UDP linger must be > 0";
+            return -1;
+        }
+        if (s->name[0] == '\0')
+            net_addr_str((const struct sockaddr *)&s->listen_addr, s->name, sizeof(s->name));
+        for (int j = 0; j < i; j++) {
+            if (same_addr(&c->services[j], s)) {
+                *why = "two services listen on the same address";
+                return -1;
+            }
+            if (strcmp(c->services[j].name, s->name) == 0) {
+                *why = "two services have the same name";
+                return -1;
+            }
+        }
+    }
+    *svc = -1;
+    return 0;
+}
+
+void shim_config_print(const struct shim_config *c, FILE *out)
+{
+    static const char *const proto[] = { "auto", "iperf2", "iperf3" };
+    static const char *const level[] = { "error", "warn", "info", "debug" };
+    fprintf(out, "log level %s, drain timeout %g s, %d service(s)\n", level[c->log_level],
+            c->drain_timeout, c->nservices);
+    for (int i = 0; i < c->nservices; i++) {
+        const struct service_config *s = &c->services[i];
+        char l[ADDR_STR_MAX], u[ADDR_STR_MAX], u2[ADDR_STR_MAX];
+        fprintf(out, "service %s: listen %s (TCP and UDP), protocol %s; iperf3 -> %s, "
+                "iperf2 -> %s; timeouts: connect %g s, handshake %g s, idle %g s, role %g s; "
+                "UDP linger %g s, max flows %d%s; max params %u, max results %u%s\n",
+                s->name, net_addr_str((const struct sockaddr *)&s->listen_addr, l, sizeof(l)),
+                proto[s->protocol],
+                net_addr_str((const struct sockaddr *)&s->upstream_addr, u, sizeof(u)),
+                net_addr_str((const struct sockaddr *)&s->upstream2_addr, u2, sizeof(u2)),
+                s->connect_timeout, s->handshake_timeout, s->idle_timeout, s->role_timeout,
+                s->udp_linger, s->max_flows, s->udp_connected ? ", connected UDP sockets" : "",
+                s->params_max, s->results_max, s->use_splice ? "" : "; splice off");
+    }
+}
