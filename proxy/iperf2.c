@@ -45,6 +45,8 @@ struct sess {
     struct service   *svc;           /* the service that took it */
     struct ev_loop   *loop;
     struct sockaddr_storage client;  /* the client's address */
+    struct sockaddr_storage server;  /* the server it was relayed to (kept across reloads) */
+    socklen_t         server_len;    /* its length */
     enum sess_state   state;         /* the client's connection */
     int               cfd;           /* client connection while SESS_CONNECTING, else -1 */
     uint8_t          *first;         /* bytes read by the front (header first) */
@@ -90,7 +92,7 @@ static void sess_log_end(struct sess *s)
                  "connection(s), bytes server->client %" PRIu64 ", client->server %" PRIu64,
                  s->back_port, s->hdr.port, s->nbacks, s->back_bytes[0], s->back_bytes[1]);
     if (s->end.cause != END_NONE)
-        end_reason_str(&s->end, &s->svc->cfg.upstream2_addr, outcome, sizeof(outcome));
+        end_reason_str(&s->end, &s->server, outcome, sizeof(outcome));
     else if (s->reset_absorbed)
         snprintf(outcome, sizeof(outcome), "a side reset after finishing: the other got a FIN");
     else
@@ -98,7 +100,7 @@ static void sess_log_end(struct sess *s)
     log_msg(s->end.cause != END_NONE ? LOG_WARN : LOG_INFO,
             "iperf2 test: client %s, server %s, mode %s, bytes client->server %" PRIu64
             ", server->client %" PRIu64 "%s, %s", addr_s(&s->client, c),
-            addr_s(&s->svc->cfg.upstream2_addr, u), i2_mode_name(s->hdr.mode), s->bytes[0],
+            addr_s(&s->server, u), i2_mode_name(s->hdr.mode), s->bytes[0],
             s->bytes[1], back, outcome);
 }
 
@@ -399,7 +401,9 @@ void i2_accept(struct service *svc, int fd, const struct sockaddr_storage *peer,
     svc->nsessions++;
     log_debug("iperf2 %s test from %s", i2_mode_name(s->hdr.mode), addr_s(peer, c));
     s->state = SESS_CONNECTING;
-    if (connector_start(&s->conn, s->loop, &svc->cfg.upstream2_addr, svc->cfg.upstream2_len,
+    s->server = svc->cfg.upstream2_addr;
+    s->server_len = svc->cfg.upstream2_len;
+    if (connector_start(&s->conn, s->loop, &s->server, s->server_len,
                         NULL, svc->cfg.connect_timeout, main_connected, s) == -1)
         sess_close(s, END_RESOURCES, errno, "no socket for the server connection");
 }
