@@ -6,7 +6,7 @@ CC          ?= gcc
 CFLAGS      ?= -O2 -g
 BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -I. -MMD -MP \
                -Wall -Wextra -Wshadow -Wstrict-prototypes $(WERROR)
-LDLIBS      := -lev -lcjson -lconfig
+LDLIBS      := -lev -lcjson -lconfig -lmicrohttpd
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 PROTO_SRC  := $(wildcard protocol/*.c)

@@ -110,6 +110,9 @@ static void sess_maybe_free(struct sess *s)
         return;
     assert(s->main == NULL && s->cfd < 0);
     sess_log_end(s);
+    stats_test_ended(&s->svc->stats, "iperf2", "tcp", i2_mode_name(s->hdr.mode),
+                     s->end.cause == END_NONE, s->bytes[0] + s->back_bytes[1],
+                     s->bytes[1] + s->back_bytes[0]);
     for (struct sess **pp = &s->svc->sessions; *pp; pp = &(*pp)->next) {
         if (*pp == s) {
             *pp = s->next;

@@ -22,6 +22,7 @@ static void usage(FILE *out)
     fprintf(out,
 "usage: iperf-shim --listen ADDR:PORT --upstream HOST:PORT [options]\n"
 "       iperf-shim --config FILE [--check] [--log-level L] [--drain-timeout S]\n"
+"                  [--metrics ADDR:PORT]\n"
 "\n"
 "  --listen ADDR:PORT       where clients connect: 0.0.0.0:5201, [::]:5201 (dual-stack),\n"
 "                           [2001:db8::1]:5201, :5201 (dual-stack wildcard)\n"
@@ -47,6 +48,7 @@ static void usage(FILE *out)
 "  --drain-timeout S        on SIGTERM/SIGINT, let running tests and UDP flows finish for\n"
 "                           at most S before exiting (default 60); a second signal exits\n"
 "  --log-level LEVEL        error, warn, info (default) or debug\n"
+"  --metrics ADDR:PORT      serve Prometheus metrics at http://ADDR:PORT/metrics\n"
 "  --config FILE            services and settings from FILE (libconfig syntax, see\n"
 "                           iperf-shim.conf(5); default " CONFIG_FILE_DEFAULT ");\n"
 "                           SIGHUP reads it again\n"
@@ -152,7 +154,8 @@ int main(int argc, char **argv)
     if (source.path != NULL) {
         if (nservice_opts > 0) {
             fprintf(stderr, "iperf-shim: with --config, services come from the file; only "
-                            "--log-level and --drain-timeout may be given beside it\n");
+                            "--log-level, --drain-timeout and --metrics may be given beside "
+                            "it\n");
             return 2;
         }
         if (load_config(NULL, &cfg, err, sizeof(err)) == -1) {

@@ -11,7 +11,7 @@ enum opt_id {
     O_LISTEN, O_UPSTREAM, O_UPSTREAM2, O_PROTOCOL, O_NAME,
     O_CONNECT, O_HANDSHAKE, O_IDLE, O_ROLE, O_LINGER,
     O_MAXFLOWS, O_PARAMS, O_RESULTS, O_UDPCONN, O_NOSPLICE,
-    O_LOGLEVEL, O_DRAIN,
+    O_LOGLEVEL, O_DRAIN, O_METRICS,
 };
 
 const struct opt_def shim_options[] = {
@@ -32,6 +32,7 @@ const struct opt_def shim_options[] = {
     { "no-splice",         "no_splice",         OPT_SERVICE, OPT_FLAG,   O_NOSPLICE },
     { "log-level",         "log_level",         OPT_GLOBAL,  OPT_STRING, O_LOGLEVEL },
     { "drain-timeout",     "drain_timeout",     OPT_GLOBAL,  OPT_STRING, O_DRAIN },
+    { "metrics",           "metrics",           OPT_GLOBAL,  OPT_STRING, O_METRICS },
     { NULL, NULL, 0, 0, 0 },
 };
 
@@ -96,6 +97,8 @@ int opt_set(const struct opt_def *d, const char *v, struct shim_config *c,
     switch ((enum opt_id)d->id) {
     case O_LISTEN:
         return net_parse_hostport(v, &s->listen_addr, &s->listen_len, why);
+    case O_METRICS:
+        return net_parse_hostport(v, &c->metrics_addr, &c->metrics_len, why);
     case O_UPSTREAM:
         return net_parse_hostport(v, &s->upstream_addr, &s->upstream_len, why);
     case O_UPSTREAM2:
@@ -206,8 +209,11 @@ void shim_config_print(const struct shim_config *c, FILE *out)
 {
     static const char *const proto[] = { "auto", "iperf2", "iperf3" };
     static const char *const level[] = { "error", "warn", "info", "debug" };
-    fprintf(out, "log level %s, drain timeout %g s, %d service(s)\n", level[c->log_level],
-            c->drain_timeout, c->nservices);
+    char m[ADDR_STR_MAX] = "none";
+    if (c->metrics_len > 0)
+        net_addr_str((const struct sockaddr *)&c->metrics_addr, m, sizeof(m));
+    fprintf(out, "log level %s, drain timeout %g s, metrics %s, %d service(s)\n",
+            level[c->log_level], c->drain_timeout, m, c->nservices);
     for (int i = 0; i < c->nservices; i++) {
         const struct service_config *s = &c->services[i];
         char l[ADDR_STR_MAX], u[ADDR_STR_MAX], u2[ADDR_STR_MAX];

@@ -18,6 +18,8 @@
 struct shim_config {
     enum log_level        log_level;      /* lines above this level are dropped */
     double                drain_timeout;  /* s: SIGTERM lets running tests finish this long */
+    struct sockaddr_storage metrics_addr; /* --metrics: the HTTP endpoint */
+    socklen_t             metrics_len;    /* 0: no endpoint */
     int                   nservices;      /* entries used in services[] */
     struct service_config services[SHIM_MAX_SERVICES];
 };

@@ -1,5 +1,6 @@
 #include "proxy/process.h"
 
+#include "proxy/http.h"
 #include "proxy/log.h"
 #include "proxy/net.h"
 #include "proxy/service.h"
@@ -21,6 +22,8 @@ static struct {
     ev_signal        sigint, sigterm, sighup;
     config_reload_fn reload;         /* NULL: SIGHUP has nothing to read */
     void            *reload_arg;
+    struct sockaddr_storage metrics_addr; /* where /metrics is served */
+    socklen_t        metrics_len;         /* 0: not served */
 } P;
 
 static int live_total(void)
@@ -78,6 +81,7 @@ static void remove_service(struct service *svc)
 /* Closes everything that is left and leaves the loop. */
 static void process_exit(void)
 {
+    http_stop();
     ev_timer_stop(P.loop, &P.check);
     ev_signal_stop(P.loop, &P.sigint);
     ev_signal_stop(P.loop, &P.sigterm);
@@ -180,6 +184,9 @@ static void on_reload_signal(struct ev_loop *loop, ev_signal *w, int revents)
     }
     log_threshold = next.log_level;
     P.drain_timeout = next.drain_timeout;
+    if (next.metrics_len != P.metrics_len ||
+        memcmp(&next.metrics_addr, &P.metrics_addr, next.metrics_len) != 0)
+        log_warn("reload: the metrics address changes only with a restart");
     bool keep[SHIM_MAX_SERVICES] = { false };
     int added = 0, removed = 0, changed = 0;
     for (int i = 0; i < next.nservices; i++) {
@@ -228,6 +235,19 @@ int process_run(struct ev_loop *loop, const struct shim_config *cfg, config_relo
                 remove_service(P.services);
             return 1;
         }
+    }
+    P.metrics_addr = cfg->metrics_addr;
+    P.metrics_len = cfg->metrics_len;
+    if (P.metrics_len > 0) {
+        char m[ADDR_STR_MAX];
+        net_addr_str((const struct sockaddr *)&P.metrics_addr, m, sizeof(m));
+        if (http_start(loop, &P.metrics_addr, P.metrics_len, &P.services) == -1) {
+            log_error("cannot serve metrics on %s: %s", m, strerror(errno));
+            while (P.services)
+                remove_service(P.services);
+            return 1;
+        }
+        log_info("metrics at http://%s/metrics", m);
     }
     ev_init(&P.check, check_cb);
     ev_signal_init(&P.sigint, on_stop_signal, SIGINT);

@@ -24,6 +24,7 @@
 
 #include "proxy/front.h"
 #include "proxy/listener.h"
+#include "proxy/stats.h"
 
 enum shim_protocol { PROTO_AUTO = 0, PROTO_IPERF2, PROTO_IPERF3 };
 
@@ -75,6 +76,7 @@ struct service {
     struct sess           *sessions;   /* live iperf2 TCP sessions */
     int                    nsessions;
     struct udp_state      *udp;        /* UDP listener and flows, NULL before start */
+    struct service_stats   stats;      /* what ended tests add up to */
     bool                   retiring;   /* removed by a reload: closed once drained */
     bool                   mark;       /* scratch flag of the reload */
 };

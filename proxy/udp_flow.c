@@ -103,6 +103,12 @@ void udp_flow_free(struct udp_flow *f)
         }
     }
     flow_log_end(f);
+    struct service_stats *st = &u->svc->stats;
+    st->udp_bytes[0] += f->bytes[0];
+    st->udp_bytes[1] += f->bytes[1];
+    if (f->proto == UDP_IPERF2 && !f->detached)   /* an iperf2 UDP stream is a test of its own */
+        stats_test_ended(st, "iperf2", "udp", i2_mode_name(f->i2.hdr.mode),
+                         f->report != NULL || !f->fin_seen, 0, 0);
     ev_io_stop(u->loop, &f->urd);
     ev_io_stop(u->loop, &f->uwr);
     ev_timer_stop(u->loop, &f->linger);

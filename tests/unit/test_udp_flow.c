@@ -23,6 +23,7 @@
 struct fixture {
     struct ev_loop       *loop;
     struct service_config cfg;
+    struct service        svc;   /* the owner: only its stats are used */
     struct udp_state     *u;
     int                   fds_before;
 };
@@ -47,6 +48,7 @@ static int setup(void **state)
     service_config_defaults(&fx->cfg);
     fx->cfg.udp_linger = 0.05;
     fx->u = calloc(1, sizeof(*fx->u));
+    fx->u->svc = &fx->svc;
     fx->u->cfg = &fx->cfg;
     fx->u->loop = fx->loop;
     fx->u->fd = -1;
