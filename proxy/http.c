@@ -2,6 +2,7 @@
 
 #include "proxy/log.h"
 #include "proxy/prom.h"
+#include "proxy/status.h"
 
 #include <errno.h>
 #include <microhttpd.h>
@@ -82,9 +83,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (strcmp(url, "/metrics") == 0) {
         prom_render(f, *H.services);
         type = "text/plain; version=0.0.4; charset=utf-8";
+    } else if (strcmp(url, "/status.json") == 0) {
+        if (status_json(f, *H.services) == -1)
+            status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+        type = "application/json";
+    } else if (strcmp(url, "/") == 0) {
+        status_html(f, *H.services);
+        type = "text/html; charset=utf-8";
     } else {
         status = MHD_HTTP_NOT_FOUND;
-        fputs("not found: try /metrics\n", f);
+        fputs("not found: /, /status.json or /metrics\n", f);
     }
     if (fclose(f) != 0) {
         free(body);

@@ -1,6 +1,7 @@
 /*
  * The operator's HTTP endpoint (--metrics ADDR:PORT): /metrics in the
- * Prometheus text format (proxy/prom.h).  It runs on the shim's own event
+ * Prometheus text format (proxy/prom.h), / and /status.json, the live view
+ * (proxy/status.h).  It runs on the shim's own event
  * loop: libmicrohttpd (a maintained Debian library, docs/metrics.md) in its
  * external-select mode, its epoll fd watched by libev.
  */

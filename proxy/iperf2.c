@@ -46,6 +46,8 @@ struct sess {
     struct ev_loop   *loop;
     struct sockaddr_storage client;  /* the client's address */
     struct sockaddr_storage server;  /* the server it was relayed to (kept across reloads) */
+    time_t            started;       /* wall clock at accept */
+    ev_tstamp         t0;            /* ev_now() at accept */
     socklen_t         server_len;    /* its length */
     enum sess_state   state;         /* the client's connection */
     int               cfd;           /* client connection while SESS_CONNECTING, else -1 */
@@ -84,6 +86,52 @@ static void listener_close(struct sess *s)
     s->lfd = -1;
 }
 
+/* How the session ended (or where it is), in words.  Returns buf. */
+static char *sess_outcome(const struct sess *s, char *buf, size_t n)
+{
+    if (s->end.cause != END_NONE)
+        end_reason_str(&s->end, &s->server, buf, n);
+    else if (s->state == SESS_CONNECTING)
+        snprintf(buf, n, "connecting to the server");
+    else if (s->state == SESS_RELAYING)
+        snprintf(buf, n, "running");
+    else if (s->reset_absorbed)
+        snprintf(buf, n, "a side reset after finishing: the other got a FIN");
+    else
+        snprintf(buf, n, "%s", relay_end_str(s->main_end));
+    return buf;
+}
+
+/* The session as the status page and the stats see it. */
+static void sess_info(const struct sess *s, struct test_info *t)
+{
+    memset(t, 0, sizeof(*t));
+    t->protocol = "iperf2";
+    t->transport = "tcp";
+    t->mode = i2_mode_name(s->hdr.mode);
+    t->client = s->client;
+    t->server = s->server;
+    t->started = s->started;
+    t->seconds = ev_now(s->loop) - s->t0;
+    t->bytes[0] = s->bytes[0] + s->back_bytes[1];
+    t->bytes[1] = s->bytes[1] + s->back_bytes[0];
+    if (s->main != NULL) {   /* running: what its relay moved so far */
+        t->bytes[0] += s->main->f[FLOW_C2S].bytes;
+        t->bytes[1] += s->main->f[FLOW_S2C].bytes;
+    }
+    t->ok = s->end.cause == END_NONE;
+    sess_outcome(s, t->outcome, sizeof(t->outcome));
+}
+
+void i2_running(const struct service *svc, test_info_fn fn, void *arg)
+{
+    struct test_info t;
+    for (const struct sess *s = svc->sessions; s; s = s->next) {
+        sess_info(s, &t);
+        fn(arg, &t);
+    }
+}
+
 static void sess_log_end(struct sess *s)
 {
     char c[ADDR_STR_MAX], u[ADDR_STR_MAX], back[160] = "", outcome[160];
@@ -91,12 +139,7 @@ static void sess_log_end(struct sess *s)
         snprintf(back, sizeof(back), ", connect-back via shim port %u to client port %u: %d "
                  "connection(s), bytes server->client %" PRIu64 ", client->server %" PRIu64,
                  s->back_port, s->hdr.port, s->nbacks, s->back_bytes[0], s->back_bytes[1]);
-    if (s->end.cause != END_NONE)
-        end_reason_str(&s->end, &s->server, outcome, sizeof(outcome));
-    else if (s->reset_absorbed)
-        snprintf(outcome, sizeof(outcome), "a side reset after finishing: the other got a FIN");
-    else
-        snprintf(outcome, sizeof(outcome), "%s", relay_end_str(s->main_end));
+    sess_outcome(s, outcome, sizeof(outcome));
     log_msg(s->end.cause != END_NONE ? LOG_WARN : LOG_INFO,
             "iperf2 test: client %s, server %s, mode %s, bytes client->server %" PRIu64
             ", server->client %" PRIu64 "%s, %s", addr_s(&s->client, c),
@@ -110,9 +153,9 @@ static void sess_maybe_free(struct sess *s)
         return;
     assert(s->main == NULL && s->cfd < 0);
     sess_log_end(s);
-    stats_test_ended(&s->svc->stats, "iperf2", "tcp", i2_mode_name(s->hdr.mode),
-                     s->end.cause == END_NONE, s->bytes[0] + s->back_bytes[1],
-                     s->bytes[1] + s->back_bytes[0]);
+    struct test_info t;
+    sess_info(s, &t);
+    stats_test_ended(&s->svc->stats, &t);
     for (struct sess **pp = &s->svc->sessions; *pp; pp = &(*pp)->next) {
         if (*pp == s) {
             *pp = s->next;
@@ -396,6 +439,8 @@ void i2_accept(struct service *svc, int fd, const struct sockaddr_storage *peer,
     }
     s->svc = svc;
     s->loop = svc->loop;
+    s->started = time(NULL);
+    s->t0 = ev_now(svc->loop);
     s->client = *peer;
     s->cfd = fd;
     s->lfd = -1;

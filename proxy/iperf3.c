@@ -77,6 +77,8 @@ struct test {
     uint64_t          bytes[2];           /* data bytes delivered c2s, s2c */
     uint64_t          ctrl_bytes[2];      /* control bytes delivered c2s, s2c */
     struct activity   act;                /* shared by all relays of the test */
+    time_t            started;            /* wall clock at the control connection */
+    ev_tstamp         t0;                 /* ev_now() then */
 };
 
 static char *addr_s(const struct sockaddr_storage *ss, char *buf)
@@ -133,6 +135,52 @@ static void test_log_end(struct test *t)
              roles_text(t, roles, sizeof(roles)), bytes, outcome);
 }
 
+/* The test as the status page and the stats see it. */
+static void test_info(const struct test *t, struct test_info *i)
+{
+    static const char *const proto[] = { "tcp", "udp", "sctp" };
+    memset(i, 0, sizeof(*i));
+    memcpy(i->id, t->id, sizeof(t->id));
+    i->protocol = "iperf3";
+    i->transport = t->have_params && (unsigned)t->params.proto <= I3_PROTO_SCTP
+                       ? proto[t->params.proto] : "tcp";
+    i->mode = !t->have_params ? "unknown" : t->params.bidir ? "bidir"
+              : t->params.reverse ? "reverse" : "normal";
+    i->client = t->client;
+    i->server = t->svc->cfg.upstream_addr;
+    i->started = t->started;
+    i->seconds = ev_now(t->loop) - t->t0;
+    i->bytes[0] = t->bytes[0];
+    i->bytes[1] = t->bytes[1];
+    for (int k = 0; k < t->nrelays; k++) {   /* data relays still running */
+        if (t->relays[k]) {
+            i->bytes[0] += t->relays[k]->f[FLOW_C2S].bytes;
+            i->bytes[1] += t->relays[k]->f[FLOW_S2C].bytes;
+        }
+    }
+    i->repaired = t->repaired;
+    i->ok = !t->denied && !t->server_error && t->failure == NULL;
+    if (!t->ctrl_done)
+        snprintf(i->outcome, sizeof(i->outcome), "%s", t->running ? "running" : "starting");
+    else if (t->denied)
+        snprintf(i->outcome, sizeof(i->outcome), "server busy (ACCESS_DENIED)");
+    else if (t->server_error)
+        snprintf(i->outcome, sizeof(i->outcome), "server error %d", (int)t->err_code);
+    else if (t->failure)
+        snprintf(i->outcome, sizeof(i->outcome), "%s", t->failure);
+    else
+        snprintf(i->outcome, sizeof(i->outcome), "control %s", relay_end_str(t->ctrl_end));
+}
+
+void i3_running(const struct service *svc, test_info_fn fn, void *arg)
+{
+    struct test_info i;
+    for (const struct test *t = svc->tests; t; t = t->next) {
+        test_info(t, &i);
+        fn(arg, &i);
+    }
+}
+
 /* Frees the test once nothing of it is alive. */
 static void test_maybe_free(struct test *t)
 {
@@ -140,6 +188,9 @@ static void test_maybe_free(struct test *t)
         t->live_relays > 0)
         return;
     test_log_end(t);
+    struct test_info info;
+    test_info(t, &info);
+    stats_test_ended(&t->svc->stats, &info);
     for (struct test **pp = &t->svc->tests; *pp; pp = &(*pp)->next) {
         if (*pp == t) {
             *pp = t->next;
@@ -677,6 +728,8 @@ static void test_new(struct service *svc, int fd, const struct sockaddr_storage 
     }
     t->svc = svc;
     t->loop = svc->loop;
+    t->started = time(NULL);
+    t->t0 = ev_now(svc->loop);
     memcpy(t->cookie, cookie, I3_COOKIE_SIZE);
     for (int i = 0; i < 8; i++)
         t->id[i] = (cookie[i] >= 0x21 && cookie[i] <= 0x7e) ? (char)cookie[i] : '?';

@@ -125,7 +125,8 @@ static struct udp_flow *flow_new(struct udp_state *u, const struct sockaddr_stor
         if (f->i2.hdr.connect_back)
             udp_i2_open_back(f);
     }
-    f->last[0] = f->last[1] = ev_now(u->loop);
+    f->last[0] = f->last[1] = f->created = ev_now(u->loop);
+    f->started = time(NULL);
     ev_io_init(&f->urd, upstream_readable_cb, fd, EV_READ);
     ev_io_init(&f->uwr, udp_upstream_writable_cb, fd, EV_WRITE);
     f->urd.data = f->uwr.data = f;

@@ -106,9 +106,17 @@ void udp_flow_free(struct udp_flow *f)
     struct service_stats *st = &u->svc->stats;
     st->udp_bytes[0] += f->bytes[0];
     st->udp_bytes[1] += f->bytes[1];
-    if (f->proto == UDP_IPERF2 && !f->detached)   /* an iperf2 UDP stream is a test of its own */
-        stats_test_ended(st, "iperf2", "udp", i2_mode_name(f->i2.hdr.mode),
-                         f->report != NULL || !f->fin_seen, 0, 0);
+    if (f->proto == UDP_IPERF2 && !f->detached) {   /* an iperf2 UDP stream is a test */
+        struct test_info t = {
+            .protocol = "iperf2", .transport = "udp", .mode = i2_mode_name(f->i2.hdr.mode),
+            .client = f->client, .server = u->cfg->upstream2_addr, .started = f->started,
+            .seconds = (f->last[0] > f->last[1] ? f->last[0] : f->last[1]) - f->created,
+            .bytes = { f->bytes[0], f->bytes[1] }, .ok = f->report != NULL || !f->fin_seen,
+        };
+        snprintf(t.outcome, sizeof(t.outcome), "Server Report %s",
+                 f->report ? "relayed" : (f->fin_seen ? "never came" : "not due"));
+        stats_test_ended(st, &t);
+    }
     ev_io_stop(u->loop, &f->urd);
     ev_io_stop(u->loop, &f->uwr);
     ev_timer_stop(u->loop, &f->linger);

@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "protocol/iperf2.h"
 #include "proxy/udp.h"
@@ -67,6 +68,8 @@ struct udp_flow {
     ev_io            uwr;             /* upstream writable while up-queue is not empty */
     ev_timer         linger;          /* expiry: quiet both ways for u->cfg->udp_linger */
     ev_tstamp        last[2];         /* last datagram from the client [0], server [1] */
+    ev_tstamp        created;         /* ev_now() when the first datagram came */
+    time_t           started;         /* wall clock, same moment */
     enum udp_proto   proto;           /* what the first datagram was */
     struct i2_udp_client i2;          /* iperf2: the first datagram's layout and test header */
     struct udp_back *back;            /* iperf2 -d/-r: the connect-back relay, else NULL */

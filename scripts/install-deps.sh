@@ -5,5 +5,6 @@ set -e
 if [ "${SKIP_APT_UPDATE:-0}" != 1 ]; then apt-get update -qq; fi
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     gcc make pkg-config libc6-dev libev-dev libcjson-dev libcmocka-dev libconfig-dev libmicrohttpd-dev \
-    iperf3 iperf iproute2 iptables procps psmisc python3 jq haproxy socat openssl \
+    iperf3 iperf iproute2 iptables procps psmisc python3 jq haproxy socat openssl curl \
+    prometheus chromium \
     libnetfilter-queue-dev libnfnetlink-dev clang libclang-rt-14-dev >/dev/null
