@@ -51,9 +51,25 @@ static int apply(const config_setting_t *st, enum opt_scope scope, struct shim_c
                                                    : "a global setting inside a service";
         return -1;
     }
-    if (value_text(st, d, text, sizeof(text), why) == -1)
+    if (d->kind != OPT_LIST) {
+        if (value_text(st, d, text, sizeof(text), why) == -1)
+            return -1;
+        return opt_set(d, text, c, s, why);
+    }
+    if (!config_setting_is_aggregate(st)) {
+        *why = "expected a list of strings: [ \"10.0.0.0/8\", \"2001:db8::/32\" ]";
         return -1;
-    return opt_set(d, text, c, s, why);
+    }
+    for (int i = 0; i < config_setting_length(st); i++) {
+        const config_setting_t *e = config_setting_get_elem(st, (unsigned)i);
+        if (config_setting_type(e) != CONFIG_TYPE_STRING) {
+            *why = "expected a list of strings";
+            return -1;
+        }
+        if (opt_set(d, config_setting_get_string(e), c, s, why) == -1)
+            return -1;
+    }
+    return 0;
 }
 
 int config_file_load(const char *path, struct shim_config *c, char *err, size_t errlen)

@@ -45,6 +45,10 @@ static void usage(FILE *out)
 "  --max-params BYTES       longest iperf3 parameters JSON accepted (default 65536)\n"
 "  --max-results BYTES      longest iperf3 results JSON accepted (default 16777216)\n"
 "  --no-splice              move TCP data with read/write instead of splice\n"
+"  --allow CIDR             serve only clients in this network (repeat for more;\n"
+"                           default: everyone), e.g. 10.0.0.0/8, 2001:db8::/32\n"
+"  --max-tests-per-client N tests at once from one client address (default 0: no limit)\n"
+"  --max-duration S         refuse iperf3 tests longer than S (-t; default 0: no limit)\n"
 "  --drain-timeout S        on SIGTERM/SIGINT, let running tests and UDP flows finish for\n"
 "                           at most S before exiting (default 60); a second signal exits\n"
 "  --log-level LEVEL        error, warn, info (default) or debug\n"
@@ -107,7 +111,7 @@ int main(int argc, char **argv)
 
     for (const struct opt_def *d = shim_options; d->name; d++)
         opts[nopts++] = (struct option){ d->name, d->kind == OPT_FLAG ? no_argument
-                                                                     : required_argument,
+                                                                       : required_argument,
                                          NULL, O_TABLE + (int)(d - shim_options) };
     opts[nopts++] = (struct option){ "config", required_argument, NULL, O_CONFIG };
     opts[nopts++] = (struct option){ "check", no_argument, NULL, O_CHECK };

@@ -11,7 +11,7 @@ enum opt_id {
     O_LISTEN, O_UPSTREAM, O_UPSTREAM2, O_PROTOCOL, O_NAME,
     O_CONNECT, O_HANDSHAKE, O_IDLE, O_ROLE, O_LINGER,
     O_MAXFLOWS, O_PARAMS, O_RESULTS, O_UDPCONN, O_NOSPLICE,
-    O_LOGLEVEL, O_DRAIN, O_METRICS,
+    O_LOGLEVEL, O_DRAIN, O_METRICS, O_ALLOW, O_MAXTESTS, O_MAXDUR,
 };
 
 const struct opt_def shim_options[] = {
@@ -30,6 +30,9 @@ const struct opt_def shim_options[] = {
     { "max-results",       "max_results",       OPT_SERVICE, OPT_STRING, O_RESULTS },
     { "udp-connected",     "udp_connected",     OPT_SERVICE, OPT_FLAG,   O_UDPCONN },
     { "no-splice",         "no_splice",         OPT_SERVICE, OPT_FLAG,   O_NOSPLICE },
+    { "allow",             "allow",             OPT_SERVICE, OPT_LIST,   O_ALLOW },
+    { "max-tests-per-client", "max_tests_per_client", OPT_SERVICE, OPT_STRING, O_MAXTESTS },
+    { "max-duration",      "max_duration",      OPT_SERVICE, OPT_STRING, O_MAXDUR },
     { "log-level",         "log_level",         OPT_GLOBAL,  OPT_STRING, O_LOGLEVEL },
     { "drain-timeout",     "drain_timeout",     OPT_GLOBAL,  OPT_STRING, O_DRAIN },
     { "metrics",           "metrics",           OPT_GLOBAL,  OPT_STRING, O_METRICS },
@@ -126,6 +129,13 @@ int opt_set(const struct opt_def *d, const char *v, struct shim_config *c,
     case O_ROLE:      return parse_seconds(v, &s->role_timeout, why);
     case O_LINGER:    return parse_seconds(v, &s->udp_linger, why);
     case O_DRAIN:     return parse_seconds(v, &c->drain_timeout, why);
+    case O_MAXDUR:    return parse_seconds(v, &s->max_duration, why);
+    case O_ALLOW:     return acl_add(&s->allow, v, why);
+    case O_MAXTESTS:
+        bad = parse_uint(v, 0, 100000, &n);
+        s->max_tests_per_client = (int)n;
+        *why = "expected a whole number from 0 (no limit) to 100000";
+        break;
     case O_MAXFLOWS:
         bad = parse_uint(v, 1, 1000000, &n);
         s->max_flows = (int)n;
@@ -219,13 +229,16 @@ void shim_config_print(const struct shim_config *c, FILE *out)
         char l[ADDR_STR_MAX], u[ADDR_STR_MAX], u2[ADDR_STR_MAX];
         fprintf(out, "service %s: listen %s (TCP and UDP), protocol %s; iperf3 -> %s, "
                 "iperf2 -> %s; timeouts: connect %g s, handshake %g s, idle %g s, role %g s; "
-                "UDP linger %g s, max flows %d%s; max params %u, max results %u%s\n",
+                "UDP linger %g s, max flows %d%s; max params %u, max results %u%s; "
+                "clients: %s%d network(s)%s, max tests per client %d, max duration %g s\n",
                 s->name, net_addr_str((const struct sockaddr *)&s->listen_addr, l, sizeof(l)),
                 proto[s->protocol],
                 net_addr_str((const struct sockaddr *)&s->upstream_addr, u, sizeof(u)),
                 net_addr_str((const struct sockaddr *)&s->upstream2_addr, u2, sizeof(u2)),
                 s->connect_timeout, s->handshake_timeout, s->idle_timeout, s->role_timeout,
                 s->udp_linger, s->max_flows, s->udp_connected ? ", connected UDP sockets" : "",
-                s->params_max, s->results_max, s->use_splice ? "" : "; splice off");
+                s->params_max, s->results_max, s->use_splice ? "" : "; splice off",
+                s->allow.n ? "" : "any (", s->allow.n, s->allow.n ? "" : ")",
+                s->max_tests_per_client, s->max_duration);
     }
 }

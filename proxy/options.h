@@ -32,6 +32,7 @@ enum opt_scope {
 enum opt_kind {
     OPT_STRING = 0,   /* a value: address, name, level, seconds, count */
     OPT_FLAG,         /* on the command line, no value; in the file, a boolean */
+    OPT_LIST,         /* repeated on the command line; in the file, a list of strings */
 };
 
 struct opt_def {

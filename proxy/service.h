@@ -22,6 +22,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "proxy/acl.h"
 #include "proxy/front.h"
 #include "proxy/listener.h"
 #include "proxy/stats.h"
@@ -50,6 +51,9 @@ struct service_config {
     int      max_flows;          /* UDP flows at once; new clients beyond are dropped */
     bool     udp_connected;      /* per-flow sockets connected to the client (docs/udp.md) */
     bool     use_splice;         /* move TCP data with splice() (else read/write) */
+    struct acl allow;            /* client networks served (empty: all) */
+    int      max_tests_per_client; /* tests at once from one client address (0: no limit) */
+    double   max_duration;       /* s: longest iperf3 test (-t) accepted (0: no limit) */
 };
 
 /* Defaults of every setting (the addresses are left empty). */
