@@ -1,14 +1,21 @@
 #include "proxy/log.h"
 
+#include <cjson/cJSON.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <syslog.h>
 #include <time.h>
 
 enum log_level log_threshold = LOG_INFO;
 
+static enum log_format format = LOG_TEXT;
+static bool to_syslog;
+
 static const char *const level_names[] = { "error", "warn", "info", "debug" };
+static const int syslog_prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG };
 
 int log_level_parse(const char *s, enum log_level *out)
 {
@@ -21,24 +28,60 @@ int log_level_parse(const char *s, enum log_level *out)
     return -1;
 }
 
+int log_format_parse(const char *s, enum log_format *out)
+{
+    if (strcmp(s, "text") == 0)
+        *out = LOG_TEXT;
+    else if (strcmp(s, "json") == 0)
+        *out = LOG_JSON;
+    else
+        return -1;
+    return 0;
+}
+
+void log_setup(enum log_format f, bool syslog_too)
+{
+    format = f;
+    if (syslog_too && !to_syslog)
+        openlog("iperf-shim", LOG_PID, LOG_DAEMON);
+    else if (!syslog_too && to_syslog)
+        closelog();
+    to_syslog = syslog_too;
+}
+
 void log_msg(enum log_level lvl, const char *fmt, ...)
 {
-    char line[1024];
+    char msg[1024], stamp[64];
     struct timeval tv;
     struct tm tm;
     va_list ap;
-    int n;
 
     if (lvl > log_threshold)
         return;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
     gettimeofday(&tv, NULL);
     gmtime_r(&tv.tv_sec, &tm);
-    n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-5s ",
-                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                 tm.tm_sec, (long)(tv.tv_usec / 1000), level_names[lvl]);
-    va_start(ap, fmt);
-    vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
-    va_end(ap);
+    snprintf(stamp, sizeof(stamp), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+             (long)(tv.tv_usec / 1000) % 1000);
+    if (to_syslog)
+        syslog(syslog_prio[lvl], "%s", msg);
+    if (format == LOG_JSON) {
+        cJSON *o = cJSON_CreateObject();
+        char *line = NULL;
+        if (o && cJSON_AddStringToObject(o, "time", stamp) &&
+            cJSON_AddStringToObject(o, "level", level_names[lvl]) &&
+            cJSON_AddStringToObject(o, "msg", msg))
+            line = cJSON_PrintUnformatted(o);
+        cJSON_Delete(o);
+        if (line != NULL) {
+            fprintf(stderr, "%s\n", line);   /* one write per line */
+            free(line);
+            return;
+        }
+    }
     /* one write per line so concurrent processes do not interleave mid-line */
-    fprintf(stderr, "%s\n", line);
+    fprintf(stderr, "%s %-5s %s\n", stamp, level_names[lvl], msg);
 }

@@ -52,7 +52,10 @@ static void usage(FILE *out)
 "  --drain-timeout S        on SIGTERM/SIGINT, let running tests and UDP flows finish for\n"
 "                           at most S before exiting (default 60); a second signal exits\n"
 "  --log-level LEVEL        error, warn, info (default) or debug\n"
-"  --metrics ADDR:PORT      serve Prometheus metrics at http://ADDR:PORT/metrics\n"
+"  --log-format F           text (default) or json: one JSON object per line\n"
+"  --syslog                 log to syslog too (facility daemon)\n"
+"  --metrics ADDR:PORT      serve Prometheus metrics at http://ADDR:PORT/metrics, the\n"
+"                           status page at / and /status.json\n"
 "  --config FILE            services and settings from FILE (libconfig syntax, see\n"
 "                           iperf-shim.conf(5); default " CONFIG_FILE_DEFAULT ");\n"
 "                           SIGHUP reads it again\n"
@@ -158,8 +161,8 @@ int main(int argc, char **argv)
     if (source.path != NULL) {
         if (nservice_opts > 0) {
             fprintf(stderr, "iperf-shim: with --config, services come from the file; only "
-                            "--log-level, --drain-timeout and --metrics may be given beside "
-                            "it\n");
+                            "global options (--log-level, --log-format, --syslog, "
+                            "--drain-timeout, --metrics) may be given beside it\n");
             return 2;
         }
         if (load_config(NULL, &cfg, err, sizeof(err)) == -1) {

@@ -11,7 +11,7 @@ enum opt_id {
     O_LISTEN, O_UPSTREAM, O_UPSTREAM2, O_PROTOCOL, O_NAME,
     O_CONNECT, O_HANDSHAKE, O_IDLE, O_ROLE, O_LINGER,
     O_MAXFLOWS, O_PARAMS, O_RESULTS, O_UDPCONN, O_NOSPLICE,
-    O_LOGLEVEL, O_DRAIN, O_METRICS, O_ALLOW, O_MAXTESTS, O_MAXDUR,
+    O_LOGLEVEL, O_LOGFORMAT, O_SYSLOG, O_DRAIN, O_METRICS, O_ALLOW, O_MAXTESTS, O_MAXDUR,
 };
 
 const struct opt_def shim_options[] = {
@@ -34,6 +34,8 @@ const struct opt_def shim_options[] = {
     { "max-tests-per-client", "max_tests_per_client", OPT_SERVICE, OPT_STRING, O_MAXTESTS },
     { "max-duration",      "max_duration",      OPT_SERVICE, OPT_STRING, O_MAXDUR },
     { "log-level",         "log_level",         OPT_GLOBAL,  OPT_STRING, O_LOGLEVEL },
+    { "log-format",        "log_format",        OPT_GLOBAL,  OPT_STRING, O_LOGFORMAT },
+    { "syslog",            "syslog",            OPT_GLOBAL,  OPT_FLAG,   O_SYSLOG },
     { "drain-timeout",     "drain_timeout",     OPT_GLOBAL,  OPT_STRING, O_DRAIN },
     { "metrics",           "metrics",           OPT_GLOBAL,  OPT_STRING, O_METRICS },
     { NULL, NULL, 0, 0, 0 },
@@ -161,6 +163,15 @@ int opt_set(const struct opt_def *d, const char *v, struct shim_config *c,
         bad = log_level_parse(v, &c->log_level);
         *why = "expected error, warn, info or debug";
         break;
+    case O_LOGFORMAT:
+        bad = log_format_parse(v, &c->log_format);
+        *why = "expected text or json";
+        break;
+    case O_SYSLOG:
+        bad = parse_bool(v, &b);
+        c->log_syslog = b;
+        *why = "expected true or false";
+        break;
     }
     return bad ? -1 : 0;
 }
@@ -222,8 +233,9 @@ void shim_config_print(const struct shim_config *c, FILE *out)
     char m[ADDR_STR_MAX] = "none";
     if (c->metrics_len > 0)
         net_addr_str((const struct sockaddr *)&c->metrics_addr, m, sizeof(m));
-    fprintf(out, "log level %s, drain timeout %g s, metrics %s, %d service(s)\n",
-            level[c->log_level], c->drain_timeout, m, c->nservices);
+    fprintf(out, "log level %s, format %s%s, drain timeout %g s, metrics %s, %d service(s)\n",
+            level[c->log_level], c->log_format == LOG_JSON ? "json" : "text",
+            c->log_syslog ? " and syslog" : "", c->drain_timeout, m, c->nservices);
     for (int i = 0; i < c->nservices; i++) {
         const struct service_config *s = &c->services[i];
         char l[ADDR_STR_MAX], u[ADDR_STR_MAX], u2[ADDR_STR_MAX];

@@ -17,6 +17,8 @@
 /* The whole configuration of the process. */
 struct shim_config {
     enum log_level        log_level;      /* lines above this level are dropped */
+    enum log_format       log_format;     /* text or JSON lines on stderr */
+    bool                  log_syslog;     /* lines to syslog too */
     double                drain_timeout;  /* s: SIGTERM lets running tests finish this long */
     struct sockaddr_storage metrics_addr; /* --metrics: the HTTP endpoint */
     socklen_t             metrics_len;    /* 0: no endpoint */

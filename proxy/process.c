@@ -183,6 +183,7 @@ static void on_reload_signal(struct ev_loop *loop, ev_signal *w, int revents)
         return;
     }
     log_threshold = next.log_level;
+    log_setup(next.log_format, next.log_syslog);
     P.drain_timeout = next.drain_timeout;
     if (next.metrics_len != P.metrics_len ||
         memcmp(&next.metrics_addr, &P.metrics_addr, next.metrics_len) != 0)
@@ -229,6 +230,7 @@ int process_run(struct ev_loop *loop, const struct shim_config *cfg, config_relo
     P.reload = reload;
     P.reload_arg = reload_arg;
     log_threshold = cfg->log_level;
+    log_setup(cfg->log_format, cfg->log_syslog);
     for (int i = 0; i < cfg->nservices; i++) {
         if (add_service(&cfg->services[i]) == -1) {
             while (P.services)
