@@ -1,4 +1,5 @@
 #include "proxy/log.h"
+#include "proxy/log_syslog.h"
 
 #include <cjson/cJSON.h>
 #include <stdarg.h>
@@ -6,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
-#include <syslog.h>
 #include <time.h>
 
 enum log_level log_threshold = LOG_INFO;
@@ -15,7 +15,6 @@ static enum log_format format = LOG_TEXT;
 static bool to_syslog;
 
 static const char *const level_names[] = { "error", "warn", "info", "debug" };
-static const int syslog_prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG };
 
 int log_level_parse(const char *s, enum log_level *out)
 {
@@ -43,9 +42,9 @@ void log_setup(enum log_format f, bool syslog_too)
 {
     format = f;
     if (syslog_too && !to_syslog)
-        openlog("iperf-shim", LOG_PID, LOG_DAEMON);
+        log_syslog_open();
     else if (!syslog_too && to_syslog)
-        closelog();
+        log_syslog_close();
     to_syslog = syslog_too;
 }
 
@@ -67,7 +66,7 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
              tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
              (long)(tv.tv_usec / 1000) % 1000);
     if (to_syslog)
-        syslog(syslog_prio[lvl], "%s", msg);
+        log_syslog_line(lvl, msg);
     if (format == LOG_JSON) {
         cJSON *o = cJSON_CreateObject();
         char *line = NULL;

@@ -11,6 +11,7 @@
 #    C (15815, in front of a second server, 15816) and SIGHUP sent: B stops (its port refuses once drained), C
 #    starts and serves a test, the test on A completes whole.  Then a broken
 #    file and SIGHUP: refused with a log line, A still serves a test.
+# 3. --log-format json: every line is one JSON object (time, level, msg).
 #
 # Ports: 15811-15816 on 127.0.0.1 and ::1.  Takes about 15 s.
 here=$(cd "$(dirname "$0")" && pwd)
@@ -101,4 +102,20 @@ it_wait_log_count "$LOG" "reload refused: .*shim.conf:[0-9]+: .*; the running co
 it_iperf3_json "$IT_TMP/a2.json" 20 -c "$H" -p "$A" -t 1
 it_iperf3_check "$IT_TMP/a2.json" --timed || it_fail "A stopped serving after a refused reload"
 kill -0 "$SHIM_PID" || it_fail "the shim died"
+
+# --- 3. JSON log lines -------------------------------------------------------------------
+it_stop_pid "$SHIM_PID"
+it_start_shim jsonshim -- --listen "$H:$B" --upstream "$H:$SRV" --log-format json
+it_iperf3_json "$IT_TMP/j.json" 20 -c "$H" -p "$B" -t 1
+it_iperf3_check "$IT_TMP/j.json" --timed || it_fail "a test through the JSON-logging shim failed"
+it_wait_log_count "$IT_TMP/jsonshim.log" '"msg":"test [^ ]+: client ' 1 5 || it_fail "no JSON test line"
+python3 - "$IT_TMP/jsonshim.log" <<'PY' || it_fail "a log line is not one JSON object with time, level, msg"
+import json, sys
+n = 0
+for line in open(sys.argv[1]):
+    o = json.loads(line)
+    assert set(o) == {"time", "level", "msg"} and o["level"] in ("error", "warn", "info", "debug"), o
+    n += 1
+print("JSON log lines:", n)
+PY
 echo PASS
