@@ -173,6 +173,10 @@ void front_accept(struct service *svc, int fd, const struct sockaddr_storage *pe
                   socklen_t peerlen)
 {
     struct front_queue *q = &svc->fronts;
+    if (!service_admits(svc, peer, "TCP client")) {
+        close(fd);
+        return;
+    }
     struct front *f = calloc(1, sizeof(*f));
     if (f == NULL) {
         log_error("out of memory: refusing a client");

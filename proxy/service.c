@@ -49,6 +49,23 @@ int service_start(struct service *svc, const char **what)
     return 0;
 }
 
+bool service_admits(struct service *svc, const struct sockaddr_storage *client,
+                    const char *what)
+{
+    char who[ADDR_STR_MAX];
+    if (acl_allows(&svc->cfg.allow, client))
+        return true;
+    svc->acl_refused++;
+    if (log_rate_ok(&svc->acl_log, ev_now(svc->loop), 1.0)) {
+        log_warn("service %s: refusing %s %s: not in the allowed networks (%" PRIu64
+                 " refused in all, %" PRIu64 " not logged)", svc->cfg.name, what,
+                 net_addr_str((const struct sockaddr *)client, who, sizeof(who)),
+                 svc->acl_refused, svc->acl_log.suppressed);
+        svc->acl_log.suppressed = 0;
+    }
+    return false;
+}
+
 void service_drain(struct service *svc)
 {
     svc->state = SERVICE_DRAINING;

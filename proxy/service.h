@@ -25,6 +25,7 @@
 #include "proxy/acl.h"
 #include "proxy/front.h"
 #include "proxy/listener.h"
+#include "proxy/log.h"
 #include "proxy/stats.h"
 
 enum shim_protocol { PROTO_AUTO = 0, PROTO_IPERF2, PROTO_IPERF3 };
@@ -81,6 +82,8 @@ struct service {
     int                    nsessions;
     struct udp_state      *udp;        /* UDP listener and flows, NULL before start */
     struct service_stats   stats;      /* what ended tests add up to */
+    uint64_t               acl_refused;/* clients refused: not in the allowed networks */
+    struct log_rate        acl_log;    /* at most one such line a second */
     bool                   retiring;   /* removed by a reload: closed once drained */
     bool                   mark;       /* scratch flag of the reload */
 };
@@ -91,6 +94,11 @@ void service_init(struct service *svc, struct ev_loop *loop, const struct servic
 /* Opens the TCP and UDP listeners.  Returns 0, or -1 with errno and *what
  * set to "TCP" or "UDP". */
 int  service_start(struct service *svc, const char **what);
+
+/* True when client may use svc (--allow); else counts it and logs, at most
+ * once a second, "refusing <what> <client>: not in the allowed networks". */
+bool service_admits(struct service *svc, const struct sockaddr_storage *client,
+                    const char *what);
 
 /* Stops taking new tests; running ones go on. */
 void service_drain(struct service *svc);

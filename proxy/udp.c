@@ -210,6 +210,8 @@ static void client_readable(struct udp_state *u, int fd)
                 u->ctr.refused_flows++;   /* draining: a new client gets no state */
                 continue;
             }
+            if (!service_admits(u->svc, &B->names[i], "UDP client"))
+                continue;                 /* not allowed: no state either */
             udp_local_from_cmsg(u, mh, &local);
             f = flow_new(u, &B->names[i], mh->msg_namelen, &local, proto, d, len);
             if (f == NULL)
