@@ -14,6 +14,10 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#ifndef SHIM_VERSION
+#error "SHIM_VERSION is set by the Makefile (from debian/changelog)"
+#endif
+
 #define DRAIN_CHECK_INTERVAL 0.25   /* s: how often a drain looks for what is left */
 
 /* The process: its services and how it stops. */
@@ -54,6 +58,7 @@ static void usage(FILE *out)
 "  --drain-timeout S        on SIGTERM/SIGINT, let running tests and UDP flows finish for\n"
 "                           at most S before exiting (default 60); a second signal exits\n"
 "  --log-level LEVEL        error, warn, info (default) or debug\n"
+"  --version                print the version and exit\n"
 "  -h, --help               this text\n");
 }
 
@@ -155,7 +160,8 @@ static void raise_fd_limit(void)
 int main(int argc, char **argv)
 {
     enum { O_CONNECT = 256, O_HANDSHAKE, O_IDLE, O_ROLE, O_PARAMS, O_RESULTS, O_NOSPLICE,
-           O_LOGLEVEL, O_LINGER, O_MAXFLOWS, O_UPSTREAM2, O_PROTOCOL, O_UDPCONN, O_DRAIN };
+           O_LOGLEVEL, O_LINGER, O_MAXFLOWS, O_UPSTREAM2, O_PROTOCOL, O_UDPCONN, O_DRAIN,
+           O_VERSION };
     static const struct option opts[] = {
         { "listen", required_argument, NULL, 'l' },
         { "upstream", required_argument, NULL, 'u' },
@@ -173,6 +179,7 @@ int main(int argc, char **argv)
         { "udp-connected", no_argument, NULL, O_UDPCONN },
         { "log-level", required_argument, NULL, O_LOGLEVEL },
         { "drain-timeout", required_argument, NULL, O_DRAIN },
+        { "version", no_argument, NULL, O_VERSION },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -220,6 +227,7 @@ int main(int argc, char **argv)
             break;
         case O_LOGLEVEL: bad = log_level_parse(optarg, &log_threshold); break;
         case O_DRAIN: bad = parse_seconds(optarg, &shim.drain_timeout); break;
+        case O_VERSION: printf("iperf-shim %s\n", SHIM_VERSION); return 0;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
