@@ -1,12 +1,16 @@
-# iperf-shim build.  `make` builds ./iperf-shim; `make test` runs everything.
-# CFLAGS is the user's (`make CFLAGS=-O0` works); what the code needs is in
-# BASE_CFLAGS.  Warnings are errors in the test targets (CI), not in a plain
-# `make` on a newer compiler.
+# iperf-shim build.  `make` builds ./iperf-shim; `make test` runs everything;
+# `make install DESTDIR=... PREFIX=/usr` installs it (debian/ packages it).
+# CFLAGS, CPPFLAGS and LDFLAGS are the user's (`make CFLAGS=-O0` works;
+# dpkg-buildflags sets all three); what the code needs is in BASE_CFLAGS.
+# Warnings are errors in the test targets (CI), not in a plain `make` on a
+# newer compiler.
 CC          ?= gcc
 CFLAGS      ?= -O2 -g
 BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -I. -MMD -MP \
                -Wall -Wextra -Wshadow -Wstrict-prototypes $(WERROR)
 LDLIBS      := -lev -lcjson -lconfig -lmicrohttpd
+# The version lives in one place: the first line of debian/changelog.
+SHIM_VERSION := $(shell head -n 1 debian/changelog 2>/dev/null | cut -d ' ' -f 2 | tr -d '()')
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 PROTO_SRC  := $(wildcard protocol/*.c)
@@ -29,18 +33,23 @@ PXY_SAN    := $(patsubst %.c,build/san/%.o,$(filter-out proxy/main.c,$(PROXY_SRC
 all: iperf-shim
 
 iperf-shim: $(OBJ)
-	$(CC) $(BASE_CFLAGS) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(BASE_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 build/san/iperf-shim: $(SAN_OBJ)
-	$(CC) $(BASE_CFLAGS) $(CFLAGS) $(SAN) -o $@ $^ $(LDLIBS)
+	$(CC) $(BASE_CFLAGS) $(CFLAGS) $(SAN) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 build/rel/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(BASE_CFLAGS) $(CFLAGS) -c -o $@ $<
+	$(CC) $(BASE_CFLAGS) $(CPPFLAGS) $(CFLAGS) $(VERSION_CFLAGS) -c -o $@ $<
 
 build/san/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(BASE_CFLAGS) $(CFLAGS) $(SAN) -c -o $@ $<
+	$(CC) $(BASE_CFLAGS) $(CPPFLAGS) $(CFLAGS) $(VERSION_CFLAGS) $(SAN) -c -o $@ $<
+
+# The version: only proxy/version.c gets it, and is rebuilt when it changes.
+build/rel/proxy/version.o build/san/proxy/version.o: debian/changelog
+build/rel/proxy/version.o build/san/proxy/version.o: VERSION_CFLAGS = \
+    -DSHIM_VERSION='"$(or $(SHIM_VERSION),$(error no version on the first line of debian/changelog))"'
 
 build/rel/tests/%: tests/unit/%.c $(LIB_OBJ) $(PXY_OBJ)
 	@mkdir -p $(dir $@)
@@ -85,6 +94,30 @@ bench: iperf-shim
 
 clean:
 	rm -rf build iperf-shim
+
+# Installs the binary, both man pages, the systemd unit (its paths rewritten to
+# BINDIR and SYSCONFDIR) and the example configuration, which never replaces an
+# existing one.  Debian's systemd unit directory comes from systemd.pc.
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/sbin
+MANDIR     ?= $(PREFIX)/share/man
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+UNITDIR    ?= $(if $(filter /usr,$(PREFIX)),$(or $(shell pkg-config --variable=systemdsystemunitdir systemd 2>/dev/null),/lib/systemd/system),$(PREFIX)/lib/systemd/system)
+CONF       := $(DESTDIR)$(SYSCONFDIR)/iperf-shim/iperf-shim.conf
+.PHONY: install
+install: iperf-shim
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 \
+	    $(DESTDIR)$(UNITDIR) $(dir $(CONF))
+	install -m 0755 iperf-shim $(DESTDIR)$(BINDIR)/iperf-shim
+	install -m 0644 man/iperf-shim.8 $(DESTDIR)$(MANDIR)/man8/iperf-shim.8
+	install -m 0644 man/iperf-shim.conf.5 $(DESTDIR)$(MANDIR)/man5/iperf-shim.conf.5
+	sed -e 's|/usr/sbin/iperf-shim|$(BINDIR)/iperf-shim|g' \
+	    -e 's|/etc/iperf-shim/|$(SYSCONFDIR)/iperf-shim/|g' \
+	    systemd/iperf-shim.service >$(DESTDIR)$(UNITDIR)/iperf-shim.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/iperf-shim.service
+	@if [ -e $(CONF) ]; then echo "kept the existing $(CONF)"; \
+	else echo "install -m 0644 examples/iperf-shim.conf $(CONF)"; \
+	     install -m 0644 examples/iperf-shim.conf $(CONF); fi
 
 # Test tools (tests/tools): NFQUEUE packet delayer and the Winsock UDP fault injector
 # (LD_PRELOAD).  Built without sanitizers: the preload library must not drag ASan into

@@ -5,6 +5,7 @@
 #include "proxy/log.h"
 #include "proxy/options.h"
 #include "proxy/process.h"
+#include "proxy/version.h"
 
 #include <getopt.h>
 #include <signal.h>
@@ -13,9 +14,6 @@
 #include <string.h>
 #include <sys/resource.h>
 
-#ifndef SHIM_VERSION
-#define SHIM_VERSION "unknown"
-#endif
 
 static void usage(FILE *out)
 {
@@ -147,7 +145,7 @@ int main(int argc, char **argv)
         switch (c) {
         case O_CONFIG: source.path = optarg; break;
         case O_CHECK: check = true; break;
-        case O_VERSION: printf("iperf-shim %s\n", SHIM_VERSION); return 0;
+        case O_VERSION: printf("iperf-shim %s\n", shim_version); return 0;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }

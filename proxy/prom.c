@@ -2,15 +2,13 @@
 
 #include "proxy/service.h"
 #include "proxy/udp.h"
+#include "proxy/version.h"
 
 #include <dirent.h>
 #include <inttypes.h>
 #include <time.h>
 #include <unistd.h>
 
-#ifndef SHIM_VERSION
-#define SHIM_VERSION "unknown"
-#endif
 
 /* A label value, escaped as the text format requires. */
 static void label(FILE *f, const char *s)
@@ -72,7 +70,7 @@ void prom_render(FILE *f, const struct service *services)
     if (started == 0)
         started = time(NULL);
     head(f, "iperf_shim_build_info", "gauge", "Version of the running shim.");
-    fprintf(f, "iperf_shim_build_info{version=\"%s\"} 1\n", SHIM_VERSION);
+    fprintf(f, "iperf_shim_build_info{version=\"%s\"} 1\n", shim_version);
     head(f, "iperf_shim_open_fds", "gauge", "File descriptors the shim has open.");
     fprintf(f, "iperf_shim_open_fds %d\n", open_fds());
     head(f, "iperf_shim_resident_memory_bytes", "gauge", "Resident memory of the shim.");

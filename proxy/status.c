@@ -4,15 +4,13 @@
 #include "proxy/service.h"
 #include "proxy/stats.h"
 #include "proxy/udp.h"
+#include "proxy/version.h"
 
 #include <cjson/cJSON.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <time.h>
 
-#ifndef SHIM_VERSION
-#define SHIM_VERSION "unknown"
-#endif
 
 static const char *addr(const struct sockaddr_storage *ss, char *buf)
 {
@@ -51,7 +49,7 @@ int status_json(FILE *f, const struct service *services)
 {
     char a[ADDR_STR_MAX];
     cJSON *root = cJSON_CreateObject(), *list = cJSON_AddArrayToObject(root, "services");
-    cJSON_AddStringToObject(root, "version", SHIM_VERSION);
+    cJSON_AddStringToObject(root, "version", shim_version);
     cJSON_AddNumberToObject(root, "time", (double)time(NULL));
     for (const struct service *s = services; s; s = s->next) {
         cJSON *o = cJSON_CreateObject();
@@ -128,7 +126,7 @@ void status_html(FILE *f, const struct service *services)
           "margin-bottom:1em}td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}"
           "tr.bad td{background:#fdd}h2{margin-bottom:.2em}.dim{color:#666}</style>"
           "</head><body>\n", f);
-    fprintf(f, "<h1>iperf-shim %s</h1>\n", SHIM_VERSION);
+    fprintf(f, "<h1>iperf-shim %s</h1>\n", shim_version);
     for (const struct service *s = services; s; s = s->next) {
         const struct udp_counters *c = udp_counters(s);
         fputs("<h2 class=\"service\">", f);
