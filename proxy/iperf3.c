@@ -46,6 +46,8 @@ struct test {
     uint8_t           cookie[I3_COOKIE_SIZE];
     char              id[9];              /* first cookie characters, for logs */
     struct sockaddr_storage client;       /* client address of the control connection */
+    struct sockaddr_storage server;       /* the server it is relayed to (kept across reloads) */
+    socklen_t         server_len;         /* its length */
     int               cfd;                /* client control fd until its relay exists */
     struct connector  ctrl_conn;          /* upstream control connect */
     bool              ctrl_connecting;    /* ctrl_conn in progress */
@@ -128,7 +130,7 @@ static void test_log_end(struct test *t)
         snprintf(bytes, sizeof(bytes), "bytes client->server %" PRIu64 ", server->client %"
                  PRIu64, t->bytes[0], t->bytes[1]);
     log_info("test %s: client %s, server %s, mode %s, streams %d%s, roles %s, %s, %s",
-             t->id, addr_s(&t->client, c), addr_s(&t->svc->cfg.upstream_addr, s),
+             t->id, addr_s(&t->client, c), addr_s(&t->server, s),
              t->have_params ? i3_params_mode(&t->params) : "unknown",
              t->have_params ? t->params.parallel : t->nlegs[SIDE_CLIENT],
              t->have_params && t->params.bidir ? " each way" : "",
@@ -147,7 +149,7 @@ static void test_info(const struct test *t, struct test_info *i)
     i->mode = !t->have_params ? "unknown" : t->params.bidir ? "bidir"
               : t->params.reverse ? "reverse" : "normal";
     i->client = t->client;
-    i->server = t->svc->cfg.upstream_addr;
+    i->server = t->server;
     i->started = t->started;
     i->seconds = ev_now(t->loop) - t->t0;
     i->bytes[0] = t->bytes[0];
@@ -484,7 +486,7 @@ static void server_leg_connected(void *arg, int fd, int err)
     if (fd < 0) {
         char s[ADDR_STR_MAX];
         log_warn("test %s: data connection #%d to server %s failed: %s", t->id, sl->index + 1,
-                 addr_s(&t->svc->cfg.upstream_addr, s), strerror(err));
+                 addr_s(&t->server, s), strerror(err));
         test_fail(t, "a data connection to the server failed");
         return;
     }
@@ -541,7 +543,7 @@ static void data_new(struct test *t, int fd, const struct sockaddr_storage *peer
     struct tcp_opts o = test_tcp_opts(t);
     tcp_opts_apply(fd, &(struct tcp_opts){ .bufsize = o.bufsize, .nodelay = o.nodelay });
     log_debug("test %s: data connection #%d from %s", t->id, idx + 1, addr_s(peer, who));
-    if (connector_start(&sl->conn, t->loop, &t->svc->cfg.upstream_addr, t->svc->cfg.upstream_len, &o,
+    if (connector_start(&sl->conn, t->loop, &t->server, t->server_len, &o,
                         t->svc->cfg.connect_timeout, server_leg_connected, sl) == -1) {
         log_warn("test %s: cannot open a data connection to the server: %s", t->id,
                  strerror(errno));
@@ -681,7 +683,7 @@ static void ctrl_connected(void *arg, int ufd, int err)
     t->ctrl_connecting = false;
     if (ufd < 0) {
         log_warn("test %s: cannot reach server %s for client %s: %s", t->id,
-                 addr_s(&t->svc->cfg.upstream_addr, s), addr_s(&t->client, c), strerror(err));
+                 addr_s(&t->server, s), addr_s(&t->client, c), strerror(err));
         net_close_reset(t->cfd);
         t->failure = "server unreachable";
         t->ctrl_done = true;
@@ -728,6 +730,8 @@ static void test_new(struct service *svc, int fd, const struct sockaddr_storage 
     }
     t->svc = svc;
     t->loop = svc->loop;
+    t->server = svc->cfg.upstream_addr;
+    t->server_len = svc->cfg.upstream_len;
     t->started = time(NULL);
     t->t0 = ev_now(svc->loop);
     memcpy(t->cookie, cookie, I3_COOKIE_SIZE);
@@ -749,7 +753,7 @@ static void test_new(struct service *svc, int fd, const struct sockaddr_storage 
     char who[ADDR_STR_MAX];
     log_debug("test %s: control connection from %s", t->id, addr_s(peer, who));
     t->ctrl_connecting = true;
-    if (connector_start(&t->ctrl_conn, t->loop, &t->svc->cfg.upstream_addr, t->svc->cfg.upstream_len, NULL,
+    if (connector_start(&t->ctrl_conn, t->loop, &t->server, t->server_len, NULL,
                         t->svc->cfg.connect_timeout, ctrl_connected, t) == -1) {
         log_warn("test %s: no socket for the server connection: %s", t->id, strerror(errno));
         t->ctrl_connecting = false;
