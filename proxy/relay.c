@@ -42,7 +42,7 @@ static bool flow_splicing(const struct flow *f)
 static size_t flow_room(const struct flow *f)
 {
     if (flow_splicing(f))
-        return f->pipe_cap - f->in_pipe;
+        return f->pipe_full ? 0 : f->pipe_cap - f->in_pipe;
     return f->buf_cap - f->buf_len;
 }
 
@@ -54,6 +54,7 @@ static void flow_close_pipe(struct flow *f)
     }
     f->pipe[0] = f->pipe[1] = -1;
     f->in_pipe = 0;
+    f->pipe_full = false;
 }
 
 /* Switches a flow to copy mode.  Returns 0, or -1 if out of memory. */
@@ -192,6 +193,7 @@ static enum io_res flow_write(struct relay *r, int d)
         if (n > 0) {
             f->in_pipe -= (size_t)n;
             f->bytes += (uint64_t)n;
+            f->pipe_full = false;
             continue;
         }
         if (n == -1 && errno == EINTR)
@@ -223,6 +225,12 @@ static enum io_res flow_read(struct relay *r, int d)
         }
         if (n > 0)
             f->in_pipe += (size_t)n;
+        /* EAGAIN with bytes in the pipe: the socket is empty or the pipe is
+         * out of slots (small segments take one each).  Which one cannot be
+         * told, so stop reading until the pipe drained, as haproxy does;
+         * a level-triggered read watcher would spin otherwise. */
+        if (n == -1 && errno == EAGAIN && f->in_pipe > 0)
+            f->pipe_full = true;
     } else {
         n = read(src, f->buf + f->buf_len, f->buf_cap - f->buf_len);
         if (n > 0 && r->opts.inspect != NULL &&
@@ -256,6 +264,7 @@ static void flow_discard(struct flow *f)
         f->in_pipe -= (size_t)n < f->in_pipe ? (size_t)n : f->in_pipe;
     }
     f->in_pipe = 0;
+    f->pipe_full = false;
 }
 
 /* Side `side` reset its connection.  Returns true if it had finished
