@@ -302,12 +302,23 @@ static bool side_reset(struct relay *r, int side)
 }
 
 /* A write to the destination of flow d failed.  Returns true if the relay
- * goes on (see side_reset), false if it must end with a reset. */
+ * goes on (see side_reset), false if it must end (r->err set). */
 static bool flow_dst_failed(struct relay *r, int d)
 {
-    if (errno != ECONNRESET && errno != EPIPE && errno != ENOTCONN)
+    if (errno != ECONNRESET && errno != EPIPE && errno != ENOTCONN) {
+        r->err = errno;
+        r->err_side = 1 - d;
         return false;
+    }
     return side_reset(r, 1 - d);
+}
+
+/* How a relay ends after flow_push() failed: RELAY_END_RESET when the
+ * failed side reset, RELAY_END_ERROR for any other socket error. */
+static enum relay_end push_failure(const struct relay *r)
+{
+    return r->err == ECONNRESET || r->err == EPIPE || r->err == ENOTCONN ?
+           RELAY_END_RESET : RELAY_END_ERROR;
 }
 
 /* Forwards a FIN once everything before it was delivered.  Returns false on
@@ -387,7 +398,7 @@ static void on_readable(struct relay *r, int d)
         if (res == IO_EOF) {
             f->state = f->state == FLOW_DISCARD ? FLOW_SHUT : FLOW_DRAIN;
             if (!flow_push(r, d)) {
-                relay_end(r, RELAY_END_RESET);
+                relay_end(r, push_failure(r));
                 return;
             }
             break;
@@ -395,7 +406,7 @@ static void on_readable(struct relay *r, int d)
         if (f->state == FLOW_DISCARD)
             continue;
         if (!flow_push(r, d)) {
-            relay_end(r, RELAY_END_RESET);
+            relay_end(r, push_failure(r));
             return;
         }
     }
@@ -415,7 +426,7 @@ static void wr_cb(struct ev_loop *loop, ev_io *w, int revents)
     struct relay *r = w->data;
     int d = w == &r->wr[SIDE_SERVER] ? FLOW_C2S : FLOW_S2C;   /* flow whose dst is writable */
     if (!flow_push(r, d)) {
-        relay_end(r, RELAY_END_RESET);
+        relay_end(r, push_failure(r));
         return;
     }
     relay_rearm(r);
@@ -454,7 +465,7 @@ void relay_start(struct relay *r)
     /* deliver preloaded bytes at once; watchers only where needed */
     for (int d = 0; d < 2; d++) {
         if (!flow_push(r, d)) {
-            relay_end(r, RELAY_END_RESET);
+            relay_end(r, push_failure(r));
             return;
         }
     }

@@ -1151,8 +1151,8 @@ static void write_other_error(struct fx *fx, bool splice)
 static void write__send_eio__relay_error_with_errno(void **state) { write_other_error(*state, false); }
 static void write__splice_eio__relay_error_with_errno(void **state) { write_other_error(*state, true); }
 
-/* shutdown() toward the server fails (not ENOTCONN): a failure, not a hang. */
-static void write__shutdown_fails__relay_ends_not_hangs(void **state)
+/* shutdown() toward the server fails (EIO): RELAY_END_ERROR, not a hang. */
+static void write__shutdown_fails__relay_error_not_hang(void **state)
 {
     struct fx *fx = *state;
     fx_open(fx, PAIR_UNIX, true);
@@ -1160,9 +1160,11 @@ static void write__shutdown_fails__relay_ends_not_hangs(void **state)
                                                        .err = EIO });
     fx_start(fx);
     peer_send(CLI(fx), 1000, true);
-    RUN_UNTIL(fx, fx->done_calls > 0);
-    assert_int_not_equal(fx->how, RELAY_END_CLOSED);
-    assert_true(SRV(fx)->rx_len <= 1000);
+    RUN_UNTIL(fx, fx->done_calls > 0 && SRV(fx)->rx_eof);
+    assert_int_equal(fx->how, RELAY_END_ERROR);
+    assert_int_equal(fx->err, EIO);
+    assert_int_equal(fx->err_side, SIDE_SERVER);
+    assert_int_equal(SRV(fx)->rx_len, 1000);
 }
 
 /* ---- injected read failures ------------------------------------------------- */
@@ -1286,7 +1288,7 @@ int main(void)
         T(write__splice_econnreset_after_server_fin__absorbed_closed),
         T(write__send_eio__relay_error_with_errno),
         T(write__splice_eio__relay_error_with_errno),
-        T(write__shutdown_fails__relay_ends_not_hangs),
+        T(write__shutdown_fails__relay_error_not_hang),
         T(read__short_reads__bytes_exact),
         T(read__eintr__bytes_exact),
         T(read__spurious_eagain__bytes_exact),
