@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -273,19 +274,31 @@ static void flow_discard(struct flow *f)
  * the middle of its transfer: the relay must end with a reset. */
 static bool flow_maybe_shut(struct relay *r, int d);
 
+/* Bytes that wait, unread by us, in socket fd (0 if that cannot be told).
+ * Leaves errno alone. */
+static int sock_unread(int fd)
+{
+    int saved = errno, n = 0;
+    if (ioctl(fd, FIONREAD, &n) == -1)
+        n = 0;
+    errno = saved;
+    return n;
+}
+
 static bool side_reset(struct relay *r, int side)
 {
     struct flow *from = &r->f[side], *to = &r->f[1 - side];
     r->err = errno;
     r->err_side = side;
     /* It had finished sending if it sent its FIN first, or if it had spoken
-     * and was receiving when it reset: nothing of its own pending, and the
-     * last bytes moved toward it, not from it.  A side that never said
-     * anything and resets (a refused or dropped connection) is a failure. */
+     * and was receiving when it reset: nothing of its own pending (in the
+     * flow or still unread in our socket), and the last bytes moved toward
+     * it, not from it.  A side that never said anything and resets (a
+     * refused or dropped connection) is a failure. */
     bool finished = from->state == FLOW_DRAIN || from->state == FLOW_SHUT ||
                     from->state == FLOW_DISCARD ||
                     (from->bytes > 0 && flow_pending(from) == 0 && to->last_in > 0 &&
-                     from->last_in <= to->last_in);
+                     from->last_in <= to->last_in && sock_unread(r->fd[side]) == 0);
     if (!finished)
         return false;
     r->reset_absorbed = true;
