@@ -72,7 +72,6 @@ struct peer {
     size_t         tx_chunk;       /* bytes per write(); 0: PEER_CHUNK */
     bool           tx_fin;         /* shutdown(SHUT_WR) once tx_total is sent */
     bool           fin_sent;       /* the FIN was sent */
-    bool           tx_blocked;     /* the last write hit EAGAIN */
     int            tx_err;         /* errno of a failed write, 0 if none */
     bool           reading;        /* read what arrives (false: let it pile up) */
     const uint8_t *rx_prefix;      /* expected first bytes (preloaded in the relay) */
@@ -101,7 +100,6 @@ struct fx {
     bool            fds_closed;    /* both relay sockets were closed at done */
     uint64_t        bytes[2];      /* r->f[d].bytes at done */
     ev_tstamp       done_at;       /* ev_now() at done */
-    int             inspect_calls; /* inspect hook calls with bytes */
     int             inspect_fins[2]; /* inspect hook calls with len 0, per side */
     uint64_t        inspect_limit; /* reject once a side sent more than this */
     uint64_t        inspected[2];  /* bytes seen by the hook per side */
@@ -148,7 +146,6 @@ static void peer_wr_cb(struct ev_loop *loop, ev_io *w, int revents)
     struct peer *p = w->data;
     static uint8_t buf[PEER_CHUNK];
     size_t chunk = p->tx_chunk != 0 ? p->tx_chunk : PEER_CHUNK;
-    p->tx_blocked = false;
     for (int i = 0; i < PEER_BURST && p->tx_off < p->tx_total; i++) {
         size_t len = p->tx_total - p->tx_off < chunk ? (size_t)(p->tx_total - p->tx_off) : chunk;
         for (size_t k = 0; k < len; k++)
@@ -158,9 +155,7 @@ static void peer_wr_cb(struct ev_loop *loop, ev_io *w, int revents)
             p->tx_off += (uint64_t)n;
             continue;
         }
-        if (errno == EAGAIN)
-            p->tx_blocked = true;
-        else if (errno != EINTR)
+        if (errno != EAGAIN && errno != EINTR)
             p->tx_err = errno;
         break;
     }
@@ -316,7 +311,6 @@ static int on_inspect(void *arg, int from, const uint8_t *buf, size_t len)
         fx->inspect_fins[from]++;
         return 0;
     }
-    fx->inspect_calls++;
     fx->inspected[from] += len;
     return fx->inspected[from] > fx->inspect_limit ? -1 : 0;
 }
@@ -435,6 +429,23 @@ static void fx_start(struct fx *fx)
     peer_rearm(&fx->p[1]);
 }
 
+/* System calls the relay made that move bytes. */
+static unsigned long relay_syscalls(void)
+{
+    return mock_calls(MOCK_SPLICE_IN) + mock_calls(MOCK_SPLICE_OUT) + mock_calls(MOCK_READ) +
+           mock_calls(MOCK_SEND);
+}
+
+/* Asserts that, with nothing to do, the relay sleeps: over 50 ms the loop
+ * wakes at most a few times and the relay makes no system call. */
+static void assert_relay_asleep(struct fx *fx)
+{
+    unsigned long calls = relay_syscalls();
+    unsigned iters = run_for(fx, 0.05);
+    assert_true(iters <= 3);
+    assert_int_equal(relay_syscalls(), calls);
+}
+
 #define CLI(fx) (&(fx)->p[SIDE_CLIENT])
 #define SRV(fx) (&(fx)->p[SIDE_SERVER])
 
@@ -499,10 +510,8 @@ static void preload_first(void **state, bool splice)
     assert_int_equal(relay_preload(fx->r, FLOW_C2S, NULL, 0), 0);
     assert_int_equal(relay_preload(fx->r, FLOW_S2C, held, sizeof(held)), 0);
     /* the client peer's stream starts right after the cookie */
-    static uint8_t c2s_prefix[37];
-    memcpy(c2s_prefix, cookie, sizeof(cookie));
-    SRV(fx)->rx_prefix = c2s_prefix;
-    SRV(fx)->rx_prefix_len = sizeof(c2s_prefix);
+    SRV(fx)->rx_prefix = cookie;
+    SRV(fx)->rx_prefix_len = sizeof(cookie);
     CLI(fx)->rx_prefix = held;
     CLI(fx)->rx_prefix_len = sizeof(held);
     fx_start(fx);
@@ -547,6 +556,7 @@ static void halfclose(void **state, int fin, bool splice)
     assert_int_equal(fx->r->f[fin].state, FLOW_SHUT);
     assert_int_equal(fx->r->f[1 - fin].state, FLOW_OPEN);
     assert_false(ev_is_active(&fx->r->rd[fin]));   /* nothing more to read there */
+    assert_relay_asleep(fx);                        /* a half-closed relay does not spin */
     /* the other direction keeps flowing after the FIN */
     peer_send(b, 2u << 20, false);
     RUN_UNTIL(fx, a->rx_len == 2u << 20);
@@ -762,6 +772,7 @@ static void reset_unread(void **state, bool splice)
     assert_int_equal(CLI(fx)->rx_bad, -1);
     assert_int_equal(fx->done_calls, 0);
     assert_int_equal(fx->r->f[FLOW_C2S].state, FLOW_DISCARD);
+    assert_relay_asleep(fx);                        /* discarding, nothing to discard */
     peer_send(CLI(fx), 2u << 20, true);
     RUN_UNTIL(fx, fx->done_calls > 0);
     assert_true(peer_sent_all(CLI(fx)));
@@ -782,13 +793,6 @@ static void reset__close_with_unread_data_copy__absorbed_client_gets_fin(void **
 }
 
 /* ---- backpressure ----------------------------------------------------------- */
-
-/* System calls the relay made that move bytes. */
-static unsigned long relay_syscalls(void)
-{
-    return mock_calls(MOCK_SPLICE_IN) + mock_calls(MOCK_SPLICE_OUT) + mock_calls(MOCK_READ) +
-           mock_calls(MOCK_SEND);
-}
 
 /* Runs the loop in 20 ms windows until one passes without a relay system
  * call; fails the test if none does within DEADLINE_S. */
@@ -831,10 +835,7 @@ static void backpressure(void **state, enum pair_kind kind, bool splice, size_t 
     assert_true(pending > 0);
     assert_true(pending <= (splice ? f->pipe_cap : f->buf_cap));
     assert_true(splice ? f->pipe_cap <= (1u << 20) : f->buf_cap <= (64u << 10));
-    unsigned long calls = relay_syscalls();
-    unsigned iters = run_for(fx, 0.1);
-    assert_true(iters <= 3);                        /* asleep, not spinning */
-    assert_int_equal(relay_syscalls(), calls);      /* not a single call while blocked */
+    assert_relay_asleep(fx);                        /* blocked, not spinning */
     /* unblock: finish the stream with a FIN; everything arrives */
     CLI(fx)->tx_total = CLI(fx)->tx_off + (1u << 20);
     peer_send(CLI(fx), 0, true);
@@ -1086,21 +1087,36 @@ static void pipe__pipe2_and_realloc_fail__null_no_leak(void **state)
     close(fx->rfd[1]);
 }
 
-/* relay_preload() out of memory: -1, nothing queued; a retry works. */
-static void alloc__relay_preload_fails__minus_one_then_retry_delivers(void **state)
+/* relay_preload() out of memory, on a first preload (splice: no buffer
+ * yet) or on one that must grow the buffer (copy: past 64 KiB): -1, what
+ * was queued before stays queued, and a retry delivers in order. */
+static void preload_oom(struct fx *fx, bool splice)
 {
-    struct fx *fx = *state;
-    static const uint8_t cookie[] = "0123456789abcdef0123456789abcdef0123";
-    fx_open(fx, PAIR_UNIX, true);
+    static uint8_t bytes[100037];
+    for (size_t i = 0; i < sizeof(bytes); i++)
+        bytes[i] = (uint8_t)(i * 13u + 1u);
+    size_t first = splice ? 0 : 37;      /* queued before the failure */
+    fx_open(fx, PAIR_UNIX, splice);
+    assert_int_equal(relay_preload(fx->r, FLOW_C2S, bytes, first), 0);
     mock_fault_set(MOCK_REALLOC, (struct mock_fault){ .fd = -1, .times = 1, .err = ENOMEM });
-    assert_int_equal(relay_preload(fx->r, FLOW_C2S, cookie, sizeof(cookie)), -1);
-    assert_int_equal(fx->r->f[FLOW_C2S].buf_len, 0);
+    assert_int_equal(relay_preload(fx->r, FLOW_C2S, bytes + first, sizeof(bytes) - first), -1);
+    assert_int_equal(mock_faults(MOCK_REALLOC), 1);
+    assert_int_equal(fx->r->f[FLOW_C2S].buf_len, first);
     mock_reset();
-    assert_int_equal(relay_preload(fx->r, FLOW_C2S, cookie, sizeof(cookie)), 0);
-    SRV(fx)->rx_prefix = cookie;
-    SRV(fx)->rx_prefix_len = sizeof(cookie);
+    assert_int_equal(relay_preload(fx->r, FLOW_C2S, bytes + first, sizeof(bytes) - first), 0);
+    SRV(fx)->rx_prefix = bytes;
+    SRV(fx)->rx_prefix_len = sizeof(bytes);
     fx_start(fx);
     exchange_exact(fx, 100000, 100000);
+}
+
+static void alloc__relay_preload_first_fails_splice__minus_one_then_retry_delivers(void **state)
+{
+    preload_oom(*state, true);
+}
+static void alloc__relay_preload_growth_fails_copy__minus_one_queued_kept(void **state)
+{
+    preload_oom(*state, false);
 }
 
 /* ---- injected write failures -------------------------------------------------- */
@@ -1370,7 +1386,8 @@ int main(void)
         T(alloc__relay_new_splice_alloc_fails__null_fds_untouched),
         T(pipe__pipe2_fails__copy_mode_bytes_exact),
         T(pipe__pipe2_and_realloc_fail__null_no_leak),
-        T(alloc__relay_preload_fails__minus_one_then_retry_delivers),
+        T(alloc__relay_preload_first_fails_splice__minus_one_then_retry_delivers),
+        T(alloc__relay_preload_growth_fails_copy__minus_one_queued_kept),
         T(write__send_short_writes__bytes_exact),
         T(write__send_eintr__retried_bytes_exact),
         T(write__send_eagain__waits_writable_bytes_exact),
