@@ -446,6 +446,14 @@ static void assert_relay_asleep(struct fx *fx)
     assert_int_equal(relay_syscalls(), calls);
 }
 
+/* The relay under test; fails the test if it has already ended. */
+static struct relay *live(struct fx *fx)
+{
+    if (fx->r == NULL)
+        fail_msg("the relay ended early (%s)", relay_end_str(fx->how));
+    return fx->r;
+}
+
 #define CLI(fx) (&(fx)->p[SIDE_CLIENT])
 #define SRV(fx) (&(fx)->p[SIDE_SERVER])
 
@@ -553,9 +561,9 @@ static void halfclose(void **state, int fin, bool splice)
     assert_int_equal(b->rx_bad, -1);
     assert_false(a->rx_eof);
     assert_int_equal(fx->done_calls, 0);
-    assert_int_equal(fx->r->f[fin].state, FLOW_SHUT);
-    assert_int_equal(fx->r->f[1 - fin].state, FLOW_OPEN);
-    assert_false(ev_is_active(&fx->r->rd[fin]));   /* nothing more to read there */
+    assert_int_equal(live(fx)->f[fin].state, FLOW_SHUT);
+    assert_int_equal(live(fx)->f[1 - fin].state, FLOW_OPEN);
+    assert_false(ev_is_active(&live(fx)->rd[fin]));   /* nothing more to read there */
     assert_relay_asleep(fx);                        /* a half-closed relay does not spin */
     /* the other direction keeps flowing after the FIN */
     peer_send(b, 2u << 20, false);
@@ -624,12 +632,12 @@ static void reset_after_fin_pending(void **state, bool splice)
     SRV(fx)->reading = false;
     fx_start(fx);
     peer_send(CLI(fx), total, true);
-    RUN_UNTIL(fx, fx->r->f[FLOW_C2S].state == FLOW_DRAIN || fx->r->f[FLOW_C2S].state == FLOW_SHUT);
+    RUN_UNTIL(fx, live(fx)->f[FLOW_C2S].state == FLOW_DRAIN || live(fx)->f[FLOW_C2S].state == FLOW_SHUT);
     assert_int_equal(SRV(fx)->rx_len, 0);
     peer_close(CLI(fx), true);
     RUN_UNTIL(fx, tcp_state(fx->rfd[SIDE_CLIENT]) == TCP_CLOSE);
     peer_send(SRV(fx), 1u << 20, false);      /* toward the gone client */
-    RUN_UNTIL(fx, fx->r->reset_absorbed);
+    RUN_UNTIL(fx, live(fx)->reset_absorbed);
     SRV(fx)->reading = true;
     peer_rearm(SRV(fx));
     RUN_UNTIL(fx, SRV(fx)->rx_eof || SRV(fx)->rx_err != 0);
@@ -763,7 +771,7 @@ static void reset_unread(void **state, bool splice)
     SRV(fx)->reading = false;
     peer_rearm(SRV(fx));
     peer_send(CLI(fx), 100000, false);
-    RUN_UNTIL(fx, peer_sent_all(CLI(fx)) && fx->r->f[FLOW_C2S].bytes == 100000);
+    RUN_UNTIL(fx, peer_sent_all(CLI(fx)) && live(fx)->f[FLOW_C2S].bytes == 100000);
     peer_close(SRV(fx), false);     /* unread data: the kernel resets */
     RUN_UNTIL(fx, CLI(fx)->rx_eof || CLI(fx)->rx_err != 0);
     assert_true(CLI(fx)->rx_eof);
@@ -771,7 +779,7 @@ static void reset_unread(void **state, bool splice)
     assert_int_equal(CLI(fx)->rx_len, 1000);
     assert_int_equal(CLI(fx)->rx_bad, -1);
     assert_int_equal(fx->done_calls, 0);
-    assert_int_equal(fx->r->f[FLOW_C2S].state, FLOW_DISCARD);
+    assert_int_equal(live(fx)->f[FLOW_C2S].state, FLOW_DISCARD);
     assert_relay_asleep(fx);                        /* discarding, nothing to discard */
     peer_send(CLI(fx), 2u << 20, true);
     RUN_UNTIL(fx, fx->done_calls > 0);
@@ -822,12 +830,12 @@ static void backpressure(void **state, enum pair_kind kind, bool splice, size_t 
     CLI(fx)->tx_chunk = client_chunk;
     fx_start(fx);
     peer_send(CLI(fx), 1u << 30, false);
-    struct relay *r = fx->r;
     /* the relay stops reading the client while there is more to read */
-    RUN_UNTIL(fx, !ev_is_active(&r->rd[SIDE_CLIENT]) && inq(fx->rfd[SIDE_CLIENT]) > 0);
+    RUN_UNTIL(fx, !ev_is_active(&live(fx)->rd[SIDE_CLIENT]) && inq(fx->rfd[SIDE_CLIENT]) > 0);
     CLI(fx)->tx_total = CLI(fx)->tx_off;   /* the client pauses; the relay settles */
     peer_rearm(CLI(fx));
     settle(fx);
+    struct relay *r = live(fx);
     assert_false(ev_is_active(&r->rd[SIDE_CLIENT]));
     assert_true(inq(fx->rfd[SIDE_CLIENT]) > 0);   /* bytes wait in the kernel, not here */
     const struct flow *f = &r->f[FLOW_C2S];
