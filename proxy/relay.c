@@ -228,8 +228,8 @@ static enum io_res flow_read(struct relay *r, int d)
             f->in_pipe += (size_t)n;
         /* EAGAIN with bytes in the pipe: the socket is empty or the pipe is
          * out of slots (small segments take one each).  Which one cannot be
-         * told, so stop reading until the pipe drained, as haproxy does;
-         * a level-triggered read watcher would spin otherwise. */
+         * told, so stop reading until bytes leave the pipe, as haproxy
+         * does; a level-triggered read watcher would spin otherwise. */
         if (n == -1 && errno == EAGAIN && f->in_pipe > 0)
             f->pipe_full = true;
     } else {
@@ -268,12 +268,6 @@ static void flow_discard(struct flow *f)
     f->pipe_full = false;
 }
 
-/* Side `side` reset its connection.  Returns true if it had finished
- * sending (see relay.h): then only the flow toward it ends, the flow from it
- * delivers what it holds and passes on a FIN.  Returns false for a reset in
- * the middle of its transfer: the relay must end with a reset. */
-static bool flow_maybe_shut(struct relay *r, int d);
-
 /* Bytes that wait, unread by us, in socket fd (0 if that cannot be told).
  * Leaves errno alone. */
 static int sock_unread(int fd)
@@ -284,6 +278,12 @@ static int sock_unread(int fd)
     errno = saved;
     return n;
 }
+
+/* Side `side` reset its connection.  Returns true if it had finished
+ * sending (see relay.h): then only the flow toward it ends, the flow from it
+ * delivers what it holds and passes on a FIN.  Returns false for a reset in
+ * the middle of its transfer: the relay must end with a reset. */
+static bool flow_maybe_shut(struct relay *r, int d);
 
 static bool side_reset(struct relay *r, int side)
 {
