@@ -69,11 +69,11 @@ RELAY_TEST_WRAP := -Wl,--wrap=calloc,--wrap=realloc,--wrap=pipe2,--wrap=send,--w
 
 build/rel/tests/test_relay: tests/unit/test_relay.c tests/unit/mock_sys.c tests/unit/mock_sys.h $(addprefix build/rel/,$(RELAY_TEST_OBJ))
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(RELAY_TEST_WRAP) -o $@ $(filter %.c %.o,$^) $(LDLIBS) -lcmocka
+	$(CC) $(BASE_CFLAGS) $(CFLAGS) $(RELAY_TEST_WRAP) -o $@ $(filter %.c %.o,$^) $(LDLIBS) -lcmocka
 
 build/san/tests/test_relay: tests/unit/test_relay.c tests/unit/mock_sys.c tests/unit/mock_sys.h $(addprefix build/san/,$(RELAY_TEST_OBJ))
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(SAN) $(RELAY_TEST_WRAP) -o $@ $(filter %.c %.o,$^) $(LDLIBS) -lcmocka
+	$(CC) $(BASE_CFLAGS) $(CFLAGS) $(SAN) $(RELAY_TEST_WRAP) -o $@ $(filter %.c %.o,$^) $(LDLIBS) -lcmocka
 
 san: build/san/iperf-shim $(UNIT_SAN)
 
