@@ -321,9 +321,35 @@ static int listener_open(struct sess *s, int ufd)
 
 /* ------------------------------------------------------- main connection */
 
+/* A side of the main connection reset while it was receiving.  Returns true
+ * (absorbed: the other side gets everything and a FIN) when the test header
+ * says the transfer toward it was complete: -n bytes all delivered, or -t
+ * within I2_END_MARGIN of its end.  Earlier, the peer died or gave up in the
+ * middle of the test (a killed server): the reset is passed on, so that the
+ * other side stops at once instead of sending into the void until its -t
+ * ends.  Without a header length (2.0.10-2.0.13 plain mode), absorbed. */
+static bool main_reset_ok(void *arg, const struct relay *r, int side)
+{
+    const struct sess *s = arg;
+    if (!s->hdr.v1_valid)
+        return true;
+    const struct flow *toward = &r->f[side == SIDE_SERVER ? FLOW_C2S : FLOW_S2C];
+    if (s->hdr.amount >= 0)
+        return toward->bytes >= (uint64_t)s->hdr.amount;
+    double planned = -(double)s->hdr.amount / 100.0;
+    return ev_now(s->loop) - s->started >= planned - I2_END_MARGIN;
+}
+
 static void main_done(void *arg, struct relay *r, enum relay_end how)
 {
     struct sess *s = arg;
+    char c[ADDR_STR_MAX], u[ADDR_STR_MAX];
+    if ((how == RELAY_END_RESET || how == RELAY_END_ERROR) && r->err_side == SIDE_SERVER)
+        log_warn("iperf2 %s test from %s: server %s %s after %.1f s of the test (%s): the "
+                 "client's connection was reset too", i2_mode_name(s->hdr.mode),
+                 addr_s(&s->client, c), addr_s(&cfg.upstream2_addr, u),
+                 r->err == ECONNRESET ? "reset the connection" : "failed",
+                 ev_now(s->loop) - s->started, strerror(r->err));
     s->bytes[0] = r->f[FLOW_C2S].bytes;
     s->bytes[1] = r->f[FLOW_S2C].bytes;
     s->main_end = how;
@@ -364,6 +390,7 @@ static void main_connected(void *arg, int ufd, int err)
     }
     struct relay_opts o = {
         .splice = cfg.use_splice, .idle = cfg.idle_timeout, .done = main_done, .arg = s,
+        .reset_ok = main_reset_ok,
     };
     s->main = relay_new(s->loop, s->cfd, ufd, &o);
     if (s->main == NULL || relay_preload(s->main, FLOW_C2S, s->first, s->nfirst) == -1) {
@@ -385,6 +412,7 @@ static void main_connected(void *arg, int ufd, int err)
         log_debug("iperf2 %s test from %s: server told to connect back to shim port %u "
                   "(client asked for %u)", i2_mode_name(s->hdr.mode), addr_s(&s->client, c),
                   s->back_port, s->hdr.port);
+    s->started = ev_now(s->loop);
     s->busy++;
     relay_start(s->main);
     s->busy--;

@@ -73,6 +73,9 @@ struct test {
     int               busy;               /* > 0 while iterating: defer freeing */
     bool              in_inspect;         /* inside the control relay's inspect hook */
     const char       *failure;            /* why the shim closed the test, NULL if it did not */
+    const char       *server_gone;        /* how the server left before the end of the test
+                                             (logged), NULL if it did not */
+    bool              client_quit;        /* the client ended first (CLIENT_TERMINATE, FIN) */
     uint64_t          bytes[2];           /* data bytes delivered c2s, s2c */
     uint64_t          ctrl_bytes[2];      /* control bytes delivered c2s, s2c */
     struct activity   act;                /* shared by all relays of the test */
@@ -123,6 +126,8 @@ static void test_log_end(struct test *t)
                  t->err_code, t->err_errno);
     else if (t->failure)
         snprintf(outcome, sizeof(outcome), "closed by the shim: %s", t->failure);
+    else if (t->server_gone)
+        snprintf(outcome, sizeof(outcome), "the server %s", t->server_gone);
     else
         snprintf(outcome, sizeof(outcome), "control %s", relay_end_str(t->ctrl_end));
     char bytes[96];
@@ -536,6 +541,23 @@ static void on_server_state(struct test *t, int8_t st)
     }
 }
 
+/* The server ended the control connection (how: what it did).  Before
+ * DISPLAY_RESULTS, and without a refusal or an error it announced, that is a
+ * server that died or gave up during the test: logged once, with the test,
+ * the server and the last state.  The relay passes the close on to the
+ * client at once, as a FIN or a reset, whichever the server sent. */
+static void server_left(struct test *t, const char *how)
+{
+    char s[ADDR_STR_MAX];
+    if (t->server_gone != NULL || t->denied || t->server_error || t->client_quit ||
+        t->server_state == I3_DISPLAY_RESULTS)
+        return;
+    t->server_gone = how;
+    log_warn("test %s: server %s %s (last state from the server: %s)", t->id,
+             addr_s(&cfg.upstream_addr, s), how,
+             t->server_state == 0 ? "none" : i3_state_name(t->server_state));
+}
+
 /* Observes control bytes before they are forwarded.  Returns -1 to close. */
 static int ctrl_inspect(void *arg, int from, const uint8_t *buf, size_t len)
 {
@@ -554,6 +576,10 @@ static int ctrl_inspect(void *arg, int from, const uint8_t *buf, size_t len)
         } else if (ev.kind == I3_EV_ERROR) {
             log_debug("test %s: %s", t->id, ev.reason);
         }
+        if (from == SIDE_SERVER)
+            server_left(t, "closed the control connection during the test");
+        else
+            t->client_quit = true;
         return 0;
     }
     t->busy++;
@@ -590,6 +616,8 @@ static int ctrl_inspect(void *arg, int from, const uint8_t *buf, size_t len)
         case I3_EV_STATE:
             if (dir == I3_S2C)
                 on_server_state(t, ev.state);
+            else if (ev.state == I3_CLIENT_TERMINATE)
+                t->client_quit = true;
             break;
         case I3_EV_SERVER_ERROR:
             t->server_error = true;
@@ -610,6 +638,10 @@ static int ctrl_inspect(void *arg, int from, const uint8_t *buf, size_t len)
 static void ctrl_done(void *arg, struct relay *r, enum relay_end how)
 {
     struct test *t = arg;
+    if (r->err_side == SIDE_SERVER && (how == RELAY_END_RESET || how == RELAY_END_ERROR ||
+                                       r->reset_absorbed))
+        server_left(t, r->err == ECONNRESET ? "reset the control connection during the test"
+                                            : "failed the control connection during the test");
     t->ctrl_end = how;
     t->ctrl_bytes[0] = r->f[0].bytes;
     t->ctrl_bytes[1] = r->f[1].bytes;
