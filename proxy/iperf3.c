@@ -76,6 +76,7 @@ struct test {
     const char       *server_gone;        /* how the server left before the end of the test
                                              (logged), NULL if it did not */
     bool              client_quit;        /* the client ended first (CLIENT_TERMINATE, FIN) */
+    bool              client_ended;       /* the client sent TEST_END: streams may close */
     uint64_t          bytes[2];           /* data bytes delivered c2s, s2c */
     uint64_t          ctrl_bytes[2];      /* control bytes delivered c2s, s2c */
     struct activity   act;                /* shared by all relays of the test */
@@ -209,6 +210,24 @@ static void test_fail(struct test *t, const char *why)
     test_maybe_free(t);
 }
 
+/* The server ended the control connection, or reset a data connection
+ * before the client's TEST_END (how: what it did).  Before DISPLAY_RESULTS,
+ * and without a refusal or an error it announced, that is a server that died
+ * or gave up during the test: logged once, with the test, the server and the
+ * last state.  The relays pass the close on to the client at once, as a FIN
+ * or a reset, whichever the server sent. */
+static void server_left(struct test *t, const char *how)
+{
+    char s[ADDR_STR_MAX];
+    if (t->server_gone != NULL || t->denied || t->server_error || t->client_quit ||
+        t->server_state == I3_DISPLAY_RESULTS)
+        return;
+    t->server_gone = how;
+    log_warn("test %s: server %s %s (last state from the server: %s)", t->id,
+             addr_s(&cfg.upstream_addr, s), how,
+             t->server_state == 0 ? "none" : i3_state_name(t->server_state));
+}
+
 /* ------------------------------------------------------------ data relays */
 
 static void data_done(void *arg, struct relay *r, enum relay_end how)
@@ -216,6 +235,10 @@ static void data_done(void *arg, struct relay *r, enum relay_end how)
     struct test *t = arg;
     t->bytes[FLOW_C2S] += r->f[FLOW_C2S].bytes;
     t->bytes[FLOW_S2C] += r->f[FLOW_S2C].bytes;
+    /* the server closes its streams only after the client's TEST_END */
+    if (r->err_side == SIDE_SERVER && !t->client_ended &&
+        (how == RELAY_END_RESET || how == RELAY_END_ERROR || r->reset_absorbed))
+        server_left(t, "reset a data connection during the test");
     for (int i = 0; i < t->nrelays; i++)
         if (t->relays[i] == r)
             t->relays[i] = NULL;
@@ -541,23 +564,6 @@ static void on_server_state(struct test *t, int8_t st)
     }
 }
 
-/* The server ended the control connection (how: what it did).  Before
- * DISPLAY_RESULTS, and without a refusal or an error it announced, that is a
- * server that died or gave up during the test: logged once, with the test,
- * the server and the last state.  The relay passes the close on to the
- * client at once, as a FIN or a reset, whichever the server sent. */
-static void server_left(struct test *t, const char *how)
-{
-    char s[ADDR_STR_MAX];
-    if (t->server_gone != NULL || t->denied || t->server_error || t->client_quit ||
-        t->server_state == I3_DISPLAY_RESULTS)
-        return;
-    t->server_gone = how;
-    log_warn("test %s: server %s %s (last state from the server: %s)", t->id,
-             addr_s(&cfg.upstream_addr, s), how,
-             t->server_state == 0 ? "none" : i3_state_name(t->server_state));
-}
-
 /* Observes control bytes before they are forwarded.  Returns -1 to close. */
 static int ctrl_inspect(void *arg, int from, const uint8_t *buf, size_t len)
 {
@@ -618,6 +624,8 @@ static int ctrl_inspect(void *arg, int from, const uint8_t *buf, size_t len)
                 on_server_state(t, ev.state);
             else if (ev.state == I3_CLIENT_TERMINATE)
                 t->client_quit = true;
+            else if (ev.state == I3_TEST_END)
+                t->client_ended = true;
             break;
         case I3_EV_SERVER_ERROR:
             t->server_error = true;
