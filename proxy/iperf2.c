@@ -216,8 +216,8 @@ static void back_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
     if (fd == -1) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED)
             return;
-        /* out of fds (or memory): the connection stays queued and the socket
-         * readable; stop watching it for a moment instead of spinning */
+        /* out of fds or memory above all: the connection stays queued and the
+         * socket readable; stop watching it for a moment instead of spinning */
         s->accept_errs++;
         if (warn_now(s))
             log_warn("iperf2 connect-back port %u (client %s): accept failed: %s; retrying "

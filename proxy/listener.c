@@ -5,8 +5,8 @@
 #include "proxy/net.h"
 
 #include <errno.h>
-#include <stdbool.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -18,15 +18,15 @@
 enum accept_state { ACCEPT_ON = 0, ACCEPT_PAUSED };
 
 static struct {
-    ev_io     io;        /* readable listening socket */
-    ev_timer  pause;     /* re-enables accepting after fd exhaustion */
-    ev_timer  report;    /* logs the refusals counted since the last line */
-    int       fd;        /* listening socket */
-    int       spare_fd;  /* reserved fd, given up to refuse a client when out of fds */
-    enum accept_state state; /* accepting or paused */
-    unsigned  refused;   /* clients refused since the last log line */
-    unsigned long refused_all; /* clients refused since the resource error began */
-    int       err;       /* errno of the last resource error */
+    ev_io             io;          /* readable listening socket */
+    ev_timer          pause;       /* re-enables accepting after fd exhaustion */
+    ev_timer          report;      /* logs the refusals counted since the last line */
+    int               fd;          /* listening socket */
+    int               spare_fd;    /* reserved fd, given up to refuse a client when out of fds */
+    enum accept_state state;       /* accepting or paused */
+    unsigned          refused;     /* clients refused since the last log line */
+    unsigned long     refused_all; /* clients refused since the resource error began */
+    int               err;         /* errno of the last resource error */
 } L = { .fd = -1, .spare_fd = -1 };
 
 static void reserve_spare(void)

@@ -83,7 +83,7 @@ struct relay_opts {
     relay_inspect_fn inspect;    /* forces copy mode when set */
     relay_done_fn    done;       /* required */
     relay_reset_fn   reset_ok;   /* judges a reset from a receiving side; NULL: absorbed */
-    void            *arg;        /* passed to inspect and done */
+    void            *arg;        /* passed to inspect, done and reset_ok */
 };
 
 struct flow {
