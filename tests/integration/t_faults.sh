@@ -28,7 +28,9 @@
 #     stranger's reached the client); the shim's summary says 1 connect-back connection
 #     (TCP); warnings name the stranger and the server, at most one per second; UDP: the
 #     closing line counts the dropped datagrams (up to 1000: the kernel may drop some
-#     of the burst itself).
+#     of the burst itself).  Then a scripted client sends a -d header whose connect-back
+#     port (15499) is closed: the shim must log "iperf2 connect-back to client
+#     127.0.0.1:15499: Connection refused; closing the server's connection".
 #  4. A server that dies mid-test: kill -9 of the iperf3 server 2 s into a -t 10 test
 #     (TCP, then -R); the client must end with an error within 4 s of the kill; the
 #     shim must log "test ID: server 127.0.0.1:15491 closed|reset the control
@@ -55,8 +57,8 @@ command -v python3 >/dev/null || it_skip "python3 not installed"
 [ -x "$SHIM" ] || it_fail "shim binary $SHIM missing or not executable"
 it_require_root   # prlimit on another process, 127.0.0.2 as a source address
 
-P_A=15480 P_B=15481 P_C=15482 P_I3=15491 P_I2=15492 P_LD=15485 P_LD2=15486 P_LD3=15487
-for p in $P_A $P_B $P_C $P_I3 $P_I2 $P_LD $P_LD2 $P_LD3; do
+P_A=15480 P_B=15481 P_C=15482 P_I3=15491 P_I2=15492 P_LD=15485 P_LD2=15486 P_LD3=15487 P_CLOSED=15499
+for p in $P_A $P_B $P_C $P_I3 $P_I2 $P_LD $P_LD2 $P_LD3 $P_CLOSED; do
     ss -Htln "( sport = :$p )" | grep -q . && it_fail "TCP port $p is in use here (run the test in a namespace of its own)"
 done
 ss -Huan "( sport = :$P_I2 )" | grep -q . && it_fail "UDP port $P_I2 is in use here"
@@ -260,6 +262,32 @@ n_w=$(grep -c "connect-back port $bp: dropping datagrams from 127.0.0.2" "$IT_TM
 [ "$n_w" -ge 1 ] && [ "$n_w" -le 3 ] || bad "part 3: $n_w UDP stranger warnings (want 1 to 3)"
 grep "connect-back port $bp" "$IT_TMP/shimA.log" | grep -v debug | sed 's/^/#   /'
 it_log "measured: strangers: shim CPU $(( $(cpu_ms "$SHIMA_PID") - cpu0 )) ms for both -d tests"
+
+# a -d header asking for a connect-back to a closed port (scripted client: a captured
+# 2.1.8 plain header made a dual test, flags 0xc0010079, mPort $P_CLOSED), 1 s of data
+cat >"$IT_TMP/closedcb.py" <<'PYEOF'
+import socket, struct, sys, time
+shim_port, cb_port = int(sys.argv[1]), int(sys.argv[2])
+HDR = bytearray.fromhex("400100780000000100003c2d0000000000000000ffffff9c"
+                        "000000000000000000000000000200010008000300000000"
+                        "000000000000000000000000")
+struct.pack_into(">I", HDR, 0, 0xc0010079)   # VERSION1 | EXTEND | LEN | RUN_NOW: -d
+struct.pack_into(">I", HDR, 8, cb_port)
+s = socket.create_connection(("127.0.0.1", shim_port))
+s.sendall(bytes(HDR))
+end = time.monotonic() + 1.0
+while time.monotonic() < end:
+    s.sendall(b"\0" * 65536)
+s.shutdown(socket.SHUT_WR)
+s.settimeout(5)
+try:
+    while s.recv(65536): pass
+except OSError: pass
+PYEOF
+timeout 20 python3 "$IT_TMP/closedcb.py" "$P_A" "$P_CLOSED" || bad "part 3: scripted -d client failed"
+it_wait_log_count "$IT_TMP/shimA.log" "iperf2 connect-back to client 127.0.0.1:$P_CLOSED: Connection refused; closing the server's connection" 1 10 \
+    || bad "part 3: no 'iperf2 connect-back to client 127.0.0.1:$P_CLOSED: Connection refused' line"
+grep "connect-back to client 127.0.0.1:$P_CLOSED" "$IT_TMP/shimA.log" | sed 's/^/#   /'
 
 # =====================================================================================
 it_log "part 4: a server that dies mid-test"
