@@ -76,6 +76,10 @@ struct test {
     int               busy;               /* > 0 while iterating: defer freeing */
     bool              in_inspect;         /* inside the control relay's inspect hook */
     const char       *failure;            /* why the shim closed the test, NULL if it did not */
+    const char       *server_gone;        /* how the server left before the end of the test
+                                             (logged), NULL if it did not */
+    bool              client_quit;        /* the client ended first (CLIENT_TERMINATE, FIN) */
+    bool              client_ended;       /* the client sent TEST_END: streams may close */
     uint64_t          bytes[2];           /* data bytes delivered c2s, s2c */
     uint64_t          ctrl_bytes[2];      /* control bytes delivered c2s, s2c */
     struct activity   act;                /* shared by all relays of the test */
@@ -120,6 +124,8 @@ static void test_log_end(struct test *t)
                  t->err_code, t->err_errno);
     else if (t->failure)
         snprintf(outcome, sizeof(outcome), "closed by the shim: %s", t->failure);
+    else if (t->server_gone)
+        snprintf(outcome, sizeof(outcome), "the server %s", t->server_gone);
     else
         snprintf(outcome, sizeof(outcome), "control %s", relay_end_str(t->ctrl_end));
     char bytes[96];
@@ -250,6 +256,24 @@ static void test_fail(struct test *t, const char *why)
     test_maybe_free(t);
 }
 
+/* The server ended the control connection, or reset a data connection
+ * before the client's TEST_END (how: what it did).  Before DISPLAY_RESULTS,
+ * and without a refusal or an error it announced, that is a server that died
+ * or gave up during the test: logged once, with the test, the server and the
+ * last state.  The relays pass the close on to the client at once, as a FIN
+ * or a reset, whichever the server sent. */
+static void server_left(struct test *t, const char *how)
+{
+    char s[ADDR_STR_MAX];
+    if (t->server_gone != NULL || t->denied || t->server_error || t->client_quit ||
+        t->server_state == I3_DISPLAY_RESULTS)
+        return;
+    t->server_gone = how;
+    log_warn("test %s: server %s %s (last state from the server: %s)", t->id,
+             addr_s(&t->server, s), how,
+             t->server_state == 0 ? "none" : i3_state_name(t->server_state));
+}
+
 /* ------------------------------------------------------------ data relays */
 
 static void data_done(void *arg, struct relay *r, enum relay_end how)
@@ -257,6 +281,10 @@ static void data_done(void *arg, struct relay *r, enum relay_end how)
     struct test *t = arg;
     t->bytes[FLOW_C2S] += r->f[FLOW_C2S].bytes;
     t->bytes[FLOW_S2C] += r->f[FLOW_S2C].bytes;
+    /* the server closes its streams only after the client's TEST_END */
+    if (r->err_side == SIDE_SERVER && !t->client_ended &&
+        (how == RELAY_END_RESET || how == RELAY_END_ERROR || r->reset_absorbed))
+        server_left(t, "reset a data connection during the test");
     for (int i = 0; i < t->nrelays; i++)
         if (t->relays[i] == r)
             t->relays[i] = NULL;
@@ -600,6 +628,10 @@ static int ctrl_inspect(void *arg, int from, const uint8_t *buf, size_t len)
         } else if (ev.kind == I3_EV_ERROR) {
             log_debug("test %s: %s", t->id, ev.reason);
         }
+        if (from == SIDE_SERVER)
+            server_left(t, "closed the control connection during the test");
+        else
+            t->client_quit = true;
         return 0;
     }
     t->busy++;
@@ -636,6 +668,10 @@ static int ctrl_inspect(void *arg, int from, const uint8_t *buf, size_t len)
         case I3_EV_STATE:
             if (dir == I3_S2C)
                 on_server_state(t, ev.state);
+            else if (ev.state == I3_CLIENT_TERMINATE)
+                t->client_quit = true;
+            else if (ev.state == I3_TEST_END)
+                t->client_ended = true;
             break;
         case I3_EV_SERVER_ERROR:
             t->server_error = true;
@@ -656,6 +692,10 @@ static int ctrl_inspect(void *arg, int from, const uint8_t *buf, size_t len)
 static void ctrl_done(void *arg, struct relay *r, enum relay_end how)
 {
     struct test *t = arg;
+    if (r->err_side == SIDE_SERVER && (how == RELAY_END_RESET || how == RELAY_END_ERROR ||
+                                       r->reset_absorbed))
+        server_left(t, r->err == ECONNRESET ? "reset the control connection during the test"
+                                            : "failed the control connection during the test");
     t->ctrl_end = how;
     t->ctrl_bytes[0] = r->f[0].bytes;
     t->ctrl_bytes[1] = r->f[1].bytes;
