@@ -84,6 +84,7 @@ static struct {
     int             nflows;
     struct udp_counters ctr;
     ev_tstamp       last_full_log; /* rate limit for "table full" */
+    ev_tstamp       last_junk_log; /* rate limit for "cannot place a datagram" */
 } U = { .fd = -1 };
 
 /* Batch buffers, shared by every read (single-threaded). */
@@ -646,6 +647,26 @@ static void flow_open_back(struct flow *f)
               udp_back_port(f->back), f->i2.hdr.port);
 }
 
+/* A datagram that belongs to no flow and starts none: counted, and logged
+ * at most every 5 s with its sender and first bytes (never dropped without a
+ * word: a client the shim cannot recognise would otherwise just see loss). */
+static void junk_drop(const struct sockaddr_storage *from, const uint8_t *d, size_t len,
+                      const char *why)
+{
+    U.ctr.junk++;
+    if (ev_now(U.loop) - U.last_junk_log < 5)
+        return;
+    U.last_junk_log = ev_now(U.loop);
+    char who[ADDR_STR_MAX], hex[2 * 24 + 1];
+    size_t n = len < 24 ? len : 24;
+    for (size_t i = 0; i < n; i++)
+        snprintf(hex + 2 * i, 3, "%02x", d[i]);
+    hex[2 * n] = '\0';
+    log_warn("UDP datagram from %s dropped: %s (%zu bytes, first %s); %" PRIu64
+             " such datagrams so far", net_addr_str((const struct sockaddr *)from, who,
+                                                   sizeof(who)), why, len, hex, U.ctr.junk);
+}
+
 static struct flow *flow_new(const struct sockaddr_storage *client, socklen_t clen,
                              const struct sockaddr_storage *local, enum flow_proto proto,
                              const uint8_t *first, size_t first_len)
@@ -772,7 +793,7 @@ static void client_readable(int fd)
         uint8_t *d = bufs[i];
         size_t len = msgs[i].msg_len;
         if (mh->msg_flags & MSG_TRUNC) {
-            U.ctr.junk++;
+            junk_drop(&names[i], d, len, "longer than the shim's datagram buffer");
             continue;
         }
         struct flow *f = flow_lookup(&names[i]);
@@ -792,7 +813,8 @@ static void client_readable(int fd)
             case DETECT_IPERF3: proto = FLOW_IPERF3; break;
             case DETECT_IPERF2: proto = FLOW_IPERF2; break;
             default:
-                U.ctr.junk++;
+                junk_drop(&names[i], d, len, "no flow from that address, and neither an iperf3 "
+                          "stream request nor an iperf2 client test header");
                 continue;
             }
             if ((proto == FLOW_IPERF3 && cfg.protocol == PROTO_IPERF2) ||
