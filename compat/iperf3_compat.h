@@ -57,4 +57,14 @@ uint32_t i3_server_params_cap(int major, int minor);
  * presence of the key sets it, whatever its value (up to 3.17). */
 bool i3_server_params_typed(int major, int minor);
 
+/* Returns a short operator text for an iperf3 error code (i_errno) as a
+ * server sends it after SERVER_ERROR, e.g. 205 "cannot write to a data
+ * stream", 160 "test duration expired"; NULL for a code it does not know.
+ * The numbering (iperf_api.h) only grew from 3.12 to 3.21: 34-38, 150-160
+ * are new (36 IECNTLKA, 37 max duration exceeded, 160 test duration expired).
+ * 3.21 servers also send SERVER_ERROR at the end of a test that completed,
+ * after the results, when a data stream thread left an error behind
+ * (cleanup_server: typically 205 with EBADF or 206). */
+const char *i3_error_text(int32_t code);
+
 #endif

@@ -515,6 +515,7 @@ int i3_params_parse(const char *json, size_t len, struct i3_params *out, const c
         { "bidirectional",      "parameter \"bidirectional\" is not a boolean" },
         { "nodelay",            "parameter \"nodelay\" is not a boolean" },
         { "udp_counters_64bit", "parameter \"udp_counters_64bit\" is not a boolean" },
+        { "mptcp",              "parameter \"mptcp\" is not a boolean" },
     };
     bool flags[sizeof(bool_whys) / sizeof(bool_whys[0])];
     const char *dummy;
@@ -558,6 +559,7 @@ int i3_params_parse(const char *json, size_t len, struct i3_params *out, const c
     out->bidir              = flags[4];
     out->nodelay            = flags[5];
     out->udp_counters_64bit = flags[6];
+    out->mptcp              = flags[7];
 
     for (size_t i = 0; i < sizeof(i3_num_keys) / sizeof(i3_num_keys[0]); i++) {
         int64_t *f = (int64_t *)((char *)out + i3_num_keys[i].off);

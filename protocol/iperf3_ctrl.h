@@ -150,6 +150,7 @@ struct i3_params {
     int64_t  mss;            /* -M ("MSS"), 0 if absent */
     bool     nodelay;        /* -N ("nodelay") */
     bool     udp_counters_64bit;
+    bool     mptcp;          /* --mptcp (3.19+): data streams over MPTCP */
     char     client_version[32];  /* "" if absent */
 };
 

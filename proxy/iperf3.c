@@ -1,5 +1,7 @@
 #include "proxy/iperf3.h"
 
+#include "compat/iperf3_compat.h"
+
 #include "proxy/config.h"
 #include "proxy/connect.h"
 #include "proxy/log.h"
@@ -12,8 +14,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#ifndef IPPROTO_MPTCP
+#define IPPROTO_MPTCP 262   /* linux/in.h, Linux 5.6+ */
+#endif
 
 #define I3_MAX_LEGS (2 * I3_MAX_PARALLEL)  /* data connections per side and test */
 #define HOLD_MAX    (64u * 1024u)          /* bytes held per connection while roles are learned */
@@ -59,6 +66,8 @@ struct test {
     bool              denied;             /* ACCESS_DENIED seen */
     bool              server_error;       /* SERVER_ERROR seen */
     int32_t           err_code, err_errno;/* its codes */
+    bool              results_seen;       /* the server's results JSON went by */
+    bool              err_after_results;  /* SERVER_ERROR came after those results */
     bool              paired;             /* --bidir: roles decided, pairs relayed */
     bool              fallback;           /* --bidir: pairs made in arrival order */
     int               repaired;           /* pairs whose roles had to be re-matched */
@@ -115,12 +124,17 @@ static const char *roles_text(const struct test *t, char *buf, size_t n)
 
 static void test_log_end(struct test *t)
 {
-    char c[ADDR_STR_MAX], s[ADDR_STR_MAX], roles[64], outcome[96];
+    char c[ADDR_STR_MAX], s[ADDR_STR_MAX], roles[64], outcome[192];
+    const char *what = t->server_error ? i3_error_text(t->err_code) : NULL;
     if (t->denied)
         snprintf(outcome, sizeof(outcome), "server refused the test (ACCESS_DENIED: busy)");
+    else if (t->server_error && t->err_after_results)   /* 3.21+ cleanup_server */
+        snprintf(outcome, sizeof(outcome), "test completed; server sent SERVER_ERROR %" PRId32
+                 " (%s, errno %" PRId32 ") after the results", t->err_code,
+                 what ? what : "unknown code", t->err_errno);
     else if (t->server_error)
-        snprintf(outcome, sizeof(outcome), "server error %" PRId32 " (errno %" PRId32 ")",
-                 t->err_code, t->err_errno);
+        snprintf(outcome, sizeof(outcome), "server error %" PRId32 " (errno %" PRId32 "): %s",
+                 t->err_code, t->err_errno, what ? what : "unknown code");
     else if (t->failure)
         snprintf(outcome, sizeof(outcome), "closed by the shim: %s", t->failure);
     else
@@ -422,13 +436,30 @@ static void leg_hold(struct leg *l)
 
 static struct tcp_opts test_tcp_opts(const struct test *t)
 {
-    struct tcp_opts o = { 0, 0, 0 };
+    struct tcp_opts o = { 0, 0, 0, 0 };
     if (t->have_params) {
+        o.mptcp = t->params.mptcp && t->params.proto == I3_PROTO_TCP;
         o.bufsize = t->params.window > 0 && t->params.window < INT32_MAX ? (int)t->params.window : 0;
         o.mss = t->params.mss > 0 && t->params.mss < 65536 ? (int)t->params.mss : 0;
         o.nodelay = t->params.nodelay;
     }
     return o;
+}
+
+/* --mptcp (3.19+): says which protocol the first server leg got.  The client
+ * legs are TCP: the client's MPTCP connect to the shim's TCP listener falls
+ * back to TCP. */
+static void log_mptcp(const struct test *t, int fd)
+{
+    int proto = 0;
+    socklen_t len = sizeof(proto);
+    getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &len);
+    if (proto == IPPROTO_MPTCP)
+        log_info("test %s: client asked for MPTCP: relayed as MPTCP toward the server, as TCP "
+                 "on the client side (the shim's listener is TCP)", t->id);
+    else
+        log_warn("test %s: client asked for MPTCP, but this kernel opens no MPTCP socket "
+                 "(sysctl net.mptcp.enabled?): the test runs over TCP on both sides", t->id);
 }
 
 static void server_leg_connected(void *arg, int fd, int err)
@@ -456,6 +487,8 @@ static void server_leg_connected(void *arg, int fd, int err)
         return;
     }
     sl->ready = true;
+    if (sl->index == 0 && t->have_params && t->params.mptcp)
+        log_mptcp(t, fd);
     t->busy++;
     if (hold_mode(t)) {
         leg_hold(sl);
@@ -572,6 +605,8 @@ static int ctrl_inspect(void *arg, int from, const uint8_t *buf, size_t len)
             break;
         }
         case I3_EV_JSON:
+            if (ev.json_kind == I3_JSON_SERVER_RESULTS)
+                t->results_seen = true;
             if (ev.json_kind == I3_JSON_PARAMS) {
                 const char *why = NULL;
                 ev_timer_stop(t->loop, &t->params_timer);
@@ -595,6 +630,7 @@ static int ctrl_inspect(void *arg, int from, const uint8_t *buf, size_t len)
             t->server_error = true;
             t->err_code = ev.err_code;
             t->err_errno = ev.err_errno;
+            t->err_after_results = t->results_seen;
             break;
         default:
             break;
