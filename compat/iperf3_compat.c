@@ -87,7 +87,7 @@ bool i3_closes_ctrl_with_half_close(int major, int minor)
 
 uint32_t i3_server_params_cap(int major, int minor)
 {
-    return i3_at_least(major, minor, 3, 18) ? 8u * 1024u : 0u;
+    return i3_at_least(major, minor, 3, 18) ? I3_PARAMS_CAP_318 : 0u;
 }
 
 bool i3_server_params_typed(int major, int minor)

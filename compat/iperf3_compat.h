@@ -47,8 +47,12 @@ bool i3_udp_magic_endian_fixed(int major, int minor);
  * a relay must propagate the half-close or that end waits. */
 bool i3_closes_ctrl_with_half_close(int major, int minor);
 
-/* Returns the largest parameters JSON that server version accepts (8192 for
- * 3.18+, MAX_PARAMS_JSON_STRING in JSON_read), or 0 when it has no cap. */
+/* Returns the largest parameters JSON that server version accepts
+ * (I3_PARAMS_CAP_318 for 3.18+, MAX_PARAMS_JSON_STRING in JSON_read), or 0
+ * when it has no cap.  A 3.18+ server refuses longer parameters itself with
+ * SERVER_ERROR 114 (IERECVPARAMS), which the client reports clearly ("unable
+ * to receive parameters from client"): a relay should let it. */
+#define I3_PARAMS_CAP_318 8192u
 uint32_t i3_server_params_cap(int major, int minor);
 
 /* Returns true when that server sets a flag parameter ("reverse",

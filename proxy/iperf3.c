@@ -24,6 +24,7 @@
 
 #define I3_MAX_LEGS (2 * I3_MAX_PARALLEL)  /* data connections per side and test */
 #define HOLD_MAX    (64u * 1024u)          /* bytes held per connection while roles are learned */
+#define IERECVPARAMS 114                   /* i_errno: the server could not read the parameters */
 
 enum role { ROLE_UNKNOWN = 0, ROLE_SENDER, ROLE_RECEIVER };
 
@@ -67,6 +68,7 @@ struct test {
     bool              server_error;       /* SERVER_ERROR seen */
     int32_t           err_code, err_errno;/* its codes */
     bool              results_seen;       /* the server's results JSON went by */
+    uint32_t          params_len;         /* length of the client's parameters JSON */
     bool              err_after_results;  /* SERVER_ERROR came after those results */
     bool              paired;             /* --bidir: roles decided, pairs relayed */
     bool              fallback;           /* --bidir: pairs made in arrival order */
@@ -132,6 +134,10 @@ static void test_log_end(struct test *t)
         snprintf(outcome, sizeof(outcome), "test completed; server sent SERVER_ERROR %" PRId32
                  " (%s, errno %" PRId32 ") after the results", t->err_code,
                  what ? what : "unknown code", t->err_errno);
+    else if (t->server_error && t->err_code == IERECVPARAMS && t->params_len > I3_PARAMS_CAP_318)
+        snprintf(outcome, sizeof(outcome), "server error %" PRId32 " (errno %" PRId32 "): %s "
+                 "(%" PRIu32 " bytes of them; iperf3 3.18+ servers accept %u)", t->err_code,
+                 t->err_errno, what, t->params_len, I3_PARAMS_CAP_318);
     else if (t->server_error)
         snprintf(outcome, sizeof(outcome), "server error %" PRId32 " (errno %" PRId32 "): %s",
                  t->err_code, t->err_errno, what ? what : "unknown code");
@@ -569,6 +575,16 @@ static void on_server_state(struct test *t, int8_t st)
     }
 }
 
+/* Returns how the configured server reads flag parameters (lenient when no
+ * --upstream-iperf3-version was given). */
+static enum i3_flag_rule server_flag_rule(void)
+{
+    if (cfg.upstream3_major == 0)
+        return I3_FLAGS_LENIENT;
+    return i3_server_params_typed(cfg.upstream3_major, cfg.upstream3_minor) ? I3_FLAGS_TYPED
+                                                                            : I3_FLAGS_PRESENCE;
+}
+
 /* Observes control bytes before they are forwarded.  Returns -1 to close. */
 static int ctrl_inspect(void *arg, int from, const uint8_t *buf, size_t len)
 {
@@ -609,13 +625,28 @@ static int ctrl_inspect(void *arg, int from, const uint8_t *buf, size_t len)
                 t->results_seen = true;
             if (ev.json_kind == I3_JSON_PARAMS) {
                 const char *why = NULL;
+                t->params_len = ev.json_len;
+                uint32_t cap = cfg.upstream3_major == 0 ? 0 :
+                               i3_server_params_cap(cfg.upstream3_major, cfg.upstream3_minor);
+                if (cap != 0 && ev.json_len > cap)
+                    log_warn("test %s: the client's parameters are %" PRIu32 " bytes: the "
+                             "server (iperf3 %d.%d) accepts %" PRIu32 " and will refuse the "
+                             "test", t->id, ev.json_len, cfg.upstream3_major,
+                             cfg.upstream3_minor, cap);
                 ev_timer_stop(t->loop, &t->params_timer);
-                if (i3_params_parse(ev.json, ev.json_len, &t->params, &why) == 0) {
+                if (i3_params_parse_as(ev.json, ev.json_len, server_flag_rule(), &t->params,
+                                       &why) == 0) {
                     char who[ADDR_STR_MAX];
                     t->have_params = true;
-                    log_debug("test %s: client %s asks for %s, %d stream(s)", t->id,
-                              addr_s(&t->client, who), i3_params_mode(&t->params),
-                              t->params.parallel);
+                    log_debug("test %s: client %s (iperf3 %s) asks for %s, %d stream(s)", t->id,
+                              addr_s(&t->client, who), t->params.client_version[0] ?
+                              t->params.client_version : "before 3.1",
+                              i3_params_mode(&t->params), t->params.parallel);
+                    if (t->params.misread_flag[0] != '\0')
+                        log_warn("test %s: parameter \"%s\" is not simply true: read as the "
+                                 "server (iperf3 %d.%d) reads it, the test may not be what "
+                                 "the client meant", t->id, t->params.misread_flag,
+                                 cfg.upstream3_major, cfg.upstream3_minor);
                 } else {
                     log_warn("test %s: cannot read the test parameters (%s): relaying "
                              "without role repair", t->id, why);

@@ -2,6 +2,8 @@
  * servers.  main() parses the command line, sets up the listener and runs
  * the event loop. */
 #include "proxy/config.h"
+
+#include "compat/iperf3_compat.h"
 #include "proxy/front.h"
 #include "proxy/iperf2.h"
 #include "proxy/iperf3.h"
@@ -56,6 +58,10 @@ static void usage(FILE *out)
 "                           kernel dispatches; default: one listener, lookup)\n"
 "  --max-params BYTES       longest iperf3 parameters JSON accepted (default 65536)\n"
 "  --max-results BYTES      longest iperf3 results JSON accepted (default 16777216)\n"
+"  --upstream-iperf3-version V\n"
+"                           the server's iperf3 version (3.12, 3.21...): parameters it\n"
+"                           would refuse (3.18+: over 8 KiB) are refused here, flags read\n"
+"                           as it reads them (default: not assumed)\n"
 "  --no-splice              move TCP data with read/write instead of splice\n"
 "  --log-level LEVEL        error, warn, info (default) or debug\n"
 "  -h, --help               this text\n");
@@ -110,7 +116,7 @@ static void raise_fd_limit(void)
 int main(int argc, char **argv)
 {
     enum { O_CONNECT = 256, O_HANDSHAKE, O_IDLE, O_ROLE, O_PARAMS, O_RESULTS, O_NOSPLICE,
-           O_LOGLEVEL, O_LINGER, O_MAXFLOWS, O_UPSTREAM2, O_PROTOCOL, O_UDPCONN };
+           O_LOGLEVEL, O_LINGER, O_MAXFLOWS, O_UPSTREAM2, O_PROTOCOL, O_UDPCONN, O_UP3VER };
     static const struct option opts[] = {
         { "listen", required_argument, NULL, 'l' },
         { "upstream", required_argument, NULL, 'u' },
@@ -122,6 +128,7 @@ int main(int argc, char **argv)
         { "role-timeout", required_argument, NULL, O_ROLE },
         { "max-params", required_argument, NULL, O_PARAMS },
         { "max-results", required_argument, NULL, O_RESULTS },
+        { "upstream-iperf3-version", required_argument, NULL, O_UP3VER },
         { "no-splice", no_argument, NULL, O_NOSPLICE },
         { "udp-linger", required_argument, NULL, O_LINGER },
         { "max-flows", required_argument, NULL, O_MAXFLOWS },
@@ -161,6 +168,10 @@ int main(int argc, char **argv)
         case O_RESULTS:
             bad = parse_uint(optarg, 64, 1ul << 30, &n);
             cfg.results_max = (uint32_t)n;
+            break;
+        case O_UP3VER:
+            bad = i3_version_parse(optarg, &cfg.upstream3_major, &cfg.upstream3_minor) != 0 ||
+                  cfg.upstream3_major != 3;
             break;
         case O_NOSPLICE: cfg.use_splice = false; break;
         case O_UDPCONN: cfg.udp_connected = true; break;

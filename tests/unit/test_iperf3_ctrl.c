@@ -1276,6 +1276,49 @@ static void params_parse__newer_client_captures__mptcp_and_version(void **state)
     assert_string_equal(why, "parameter \"mptcp\" is not a boolean");
 }
 
+static void params_parse_as__flag_rules__read_as_each_server_version(void **state)
+{
+    /* what 3.12 clients send: true, and udp_counters_64bit as a number */
+    static const char real[] =
+        "{\"udp\":true,\"reverse\":true,\"udp_counters_64bit\":1,\"client_version\":\"3.12\"}";
+    /* hand-made: flags as numbers and false */
+    static const char odd[] = "{\"tcp\":true,\"reverse\":1,\"bidirectional\":false,"
+                              "\"udp_counters_64bit\":0}";
+    struct i3_params p;
+    const char *why;
+
+    (void)state;
+    for (int rule = I3_FLAGS_LENIENT; rule <= I3_FLAGS_TYPED; rule++) {
+        assert_int_equal(i3_params_parse_as(real, strlen(real), (enum i3_flag_rule)rule, &p,
+                                            &why), 0);
+        assert_int_equal(p.proto, I3_PROTO_UDP);
+        assert_true(p.reverse);
+        assert_true(p.udp_counters_64bit);
+        assert_string_equal(p.misread_flag, "");   /* real clients read alike everywhere */
+    }
+
+    /* unknown server: true or a nonzero number */
+    assert_int_equal(i3_params_parse_as(odd, strlen(odd), I3_FLAGS_LENIENT, &p, &why), 0);
+    assert_true(p.reverse);
+    assert_false(p.bidir);
+    assert_false(p.udp_counters_64bit);
+    assert_string_equal(p.misread_flag, "");
+    /* up to 3.17 the key alone sets the flag: bidir despite false */
+    assert_int_equal(i3_params_parse_as(odd, strlen(odd), I3_FLAGS_PRESENCE, &p, &why), 0);
+    assert_true(p.reverse);
+    assert_true(p.bidir);
+    assert_true(p.udp_counters_64bit);
+    assert_string_equal(p.misread_flag, "bidirectional");
+    assert_string_equal(i3_params_mode(&p), "TCP bidir");
+    /* 3.18+: only true (numbers for udp_counters_64bit): "reverse":1 is ignored */
+    assert_int_equal(i3_params_parse_as(odd, strlen(odd), I3_FLAGS_TYPED, &p, &why), 0);
+    assert_false(p.reverse);
+    assert_false(p.bidir);
+    assert_true(p.udp_counters_64bit);
+    assert_string_equal(p.misread_flag, "reverse");
+    assert_string_equal(i3_params_mode(&p), "TCP");
+}
+
 static void params_parse__absent_numbers__zero(void **state)
 {
     struct i3_params p;
@@ -1474,6 +1517,7 @@ int main(void)
         cmocka_unit_test(params_parse__bidir_and_reverse__bidir_wins),
         cmocka_unit_test(params_parse__iperf3_312_captures__all_fields),
         cmocka_unit_test(params_parse__newer_client_captures__mptcp_and_version),
+        cmocka_unit_test(params_parse_as__flag_rules__read_as_each_server_version),
         cmocka_unit_test(params_parse__absent_numbers__zero),
         cmocka_unit_test(params_parse__bad_numbers__rejected),
         cmocka_unit_test(params_parse__keys_case_insensitive__as_iperf3),
