@@ -53,6 +53,7 @@ bool i3_closes_ctrl_with_half_close(int major, int minor);
  * SERVER_ERROR 114 (IERECVPARAMS), which the client reports clearly ("unable
  * to receive parameters from client"): a relay should let it. */
 #define I3_PARAMS_CAP_318 8192u
+#define I3_ERR_RECVPARAMS 114   /* IERECVPARAMS: what such a server then sends */
 uint32_t i3_server_params_cap(int major, int minor);
 
 /* Returns true when that server sets a flag parameter ("reverse",

@@ -10,11 +10,11 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <netinet/in.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -24,7 +24,6 @@
 
 #define I3_MAX_LEGS (2 * I3_MAX_PARALLEL)  /* data connections per side and test */
 #define HOLD_MAX    (64u * 1024u)          /* bytes held per connection while roles are learned */
-#define IERECVPARAMS 114                   /* i_errno: the server could not read the parameters */
 
 enum role { ROLE_UNKNOWN = 0, ROLE_SENDER, ROLE_RECEIVER };
 
@@ -134,7 +133,7 @@ static void test_log_end(struct test *t)
         snprintf(outcome, sizeof(outcome), "test completed; server sent SERVER_ERROR %" PRId32
                  " (%s, errno %" PRId32 ") after the results", t->err_code,
                  what ? what : "unknown code", t->err_errno);
-    else if (t->server_error && t->err_code == IERECVPARAMS && t->params_len > I3_PARAMS_CAP_318)
+    else if (t->server_error && t->err_code == I3_ERR_RECVPARAMS && t->params_len > I3_PARAMS_CAP_318)
         snprintf(outcome, sizeof(outcome), "server error %" PRId32 " (errno %" PRId32 "): %s "
                  "(%" PRIu32 " bytes of them; iperf3 3.18+ servers accept %u)", t->err_code,
                  t->err_errno, what, t->params_len, I3_PARAMS_CAP_318);

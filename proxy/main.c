@@ -2,8 +2,6 @@
  * servers.  main() parses the command line, sets up the listener and runs
  * the event loop. */
 #include "proxy/config.h"
-
-#include "compat/iperf3_compat.h"
 #include "proxy/front.h"
 #include "proxy/iperf2.h"
 #include "proxy/iperf3.h"
@@ -12,6 +10,7 @@
 #include "proxy/net.h"
 #include "proxy/udp.h"
 #include "protocol/iperf3_ctrl.h"
+#include "compat/iperf3_compat.h"
 
 #include <errno.h>
 #include <ev.h>
@@ -59,9 +58,9 @@ static void usage(FILE *out)
 "  --max-params BYTES       longest iperf3 parameters JSON accepted (default 65536)\n"
 "  --max-results BYTES      longest iperf3 results JSON accepted (default 16777216)\n"
 "  --upstream-iperf3-version V\n"
-"                           the server's iperf3 version (3.12, 3.21...): parameters it\n"
-"                           would refuse (3.18+: over 8 KiB) are refused here, flags read\n"
-"                           as it reads them (default: not assumed)\n"
+"                           the server's iperf3 version (3.12, 3.21...): flag parameters\n"
+"                           are read as it reads them, parameters it will refuse (3.18+:\n"
+"                           over 8 KiB) are logged (default: nothing assumed)\n"
 "  --no-splice              move TCP data with read/write instead of splice\n"
 "  --log-level LEVEL        error, warn, info (default) or debug\n"
 "  -h, --help               this text\n");
