@@ -13,6 +13,12 @@
  *
  * Facts were checked in the iperf2 sources (harrycheng1/iperf2-mirror,
  * branches 2-2-1 and master); the file or function is named on each.
+ *
+ * The header and datagram layouts of each version (12- or 16-byte UDP
+ * header, 2.0.5 / 2.0.10-2.0.13 / 2.1+ test headers, 64-byte 2.2 headers)
+ * stay in protocol/iperf2.c: they are recognised from the bytes, because
+ * the version is written inside the header being recognised (and 2.0.x
+ * headers carry none).
  */
 #ifndef IPERF_SHIM_COMPAT_IPERF2_COMPAT_H
 #define IPERF_SHIM_COMPAT_IPERF2_COMPAT_H
