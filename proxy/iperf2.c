@@ -1,5 +1,7 @@
 #include "proxy/iperf2.h"
 
+#include "compat/iperf2_compat.h"
+
 #include "protocol/iperf2.h"
 #include "proxy/connect.h"
 #include "proxy/end_reason.h"
@@ -524,7 +526,11 @@ void i2_accept(struct service *svc, int fd, const struct sockaddr_storage *peer,
     s->next = svc->sessions;
     svc->sessions = s;
     svc->nsessions++;
-    log_debug("iperf2 %s test from %s", i2_mode_name(s->hdr.mode), addr_s(peer, c));
+    char ver[I2_VERSION_STR_MAX] = "2.0.x";   /* no version in its header */
+    if (s->hdr.extended)
+        i2_version_str(s->hdr.version_u, s->hdr.version_l, ver, sizeof(ver));
+    log_debug("iperf2 %s test from %s (iperf %s)", i2_mode_name(s->hdr.mode), addr_s(peer, c),
+              ver);
     s->state = SESS_CONNECTING;
     s->server = svc->cfg.upstream2_addr;
     s->server_len = svc->cfg.upstream2_len;
