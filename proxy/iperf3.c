@@ -18,7 +18,19 @@
 #define I3_MAX_LEGS (2 * I3_MAX_PARALLEL)  /* data connections per side and test */
 #define HOLD_MAX    (64u * 1024u)          /* bytes held per connection while roles are learned */
 
+#define FENCE_POLL  0.001                  /* s: end-of-test fence checks the data this often */
+
 enum role { ROLE_UNKNOWN = 0, ROLE_SENDER, ROLE_RECEIVER };
+
+/* End-of-test fence: the client's TEST_END (or CLIENT_TERMINATE) is held on
+ * the control relay until the server has acknowledged every data byte the
+ * client sent before it (see fence_begin). */
+enum fence_state {
+    FENCE_NONE = 0,     /* not started (no TEST_END yet, UDP, or --fence-timeout 0) */
+    FENCE_HOLDING,      /* TEST_END held, data being flushed */
+    FENCE_DONE,         /* everything acknowledged; TEST_END passed on */
+    FENCE_TIMED_OUT,    /* --fence-timeout hit; TEST_END passed on anyway */
+};
 
 struct test;
 
@@ -76,6 +88,14 @@ struct test {
     uint64_t          bytes[2];           /* data bytes delivered c2s, s2c */
     uint64_t          ctrl_bytes[2];      /* control bytes delivered c2s, s2c */
     struct activity   act;                /* shared by all relays of the test */
+    enum fence_state  fence;              /* end-of-test fence on the client's TEST_END */
+    int8_t            fence_msg;          /* the state byte it holds */
+    ev_timer          fence_timer;        /* polls the data relays while it holds */
+    ev_tstamp         fence_start;        /* ev_now() when it began */
+    double            fence_ms;           /* how long the state byte was held */
+    uint64_t          fence_base;         /* client->server data bytes delivered when it began */
+    uint64_t          fence_flushed;      /* client->server data bytes delivered while it held */
+    uint64_t          fence_left;         /* bytes still unacknowledged when it timed out */
 };
 
 static struct test *tests;   /* live tests */
@@ -113,6 +133,21 @@ static const char *roles_text(const struct test *t, char *buf, size_t n)
     return buf;
 }
 
+/* The fence's part of the test line (", end-of-test fence: ..."), or "". */
+static const char *fence_text(const struct test *t, char *buf, size_t n)
+{
+    if (t->fence == FENCE_DONE || t->fence == FENCE_HOLDING)
+        snprintf(buf, n, ", end-of-test fence: %" PRIu64 " bytes flushed in %.1f ms",
+                 t->fence_flushed, t->fence_ms);
+    else if (t->fence == FENCE_TIMED_OUT)
+        snprintf(buf, n, ", end-of-test fence timed out after %.1f ms: %" PRIu64 " bytes flushed, "
+                 "%" PRIu64 " not acknowledged by the server", t->fence_ms, t->fence_flushed,
+                 t->fence_left);
+    else
+        buf[0] = '\0';
+    return buf;
+}
+
 static void test_log_end(struct test *t)
 {
     char c[ADDR_STR_MAX], s[ADDR_STR_MAX], roles[64], outcome[96];
@@ -132,12 +167,14 @@ static void test_log_end(struct test *t)
     else
         snprintf(bytes, sizeof(bytes), "bytes client->server %" PRIu64 ", server->client %"
                  PRIu64, t->bytes[0], t->bytes[1]);
-    log_info("test %s: client %s, server %s, mode %s, streams %d%s, roles %s, %s, %s",
+    char fence[128];
+    log_info("test %s: client %s, server %s, mode %s, streams %d%s, roles %s, %s, %s%s",
              t->id, addr_s(&t->client, c), addr_s(&cfg.upstream_addr, s),
              t->have_params ? i3_params_mode(&t->params) : "unknown",
              t->have_params ? t->params.parallel : t->nlegs[SIDE_CLIENT],
              t->have_params && t->params.bidir ? " each way" : "",
-             roles_text(t, roles, sizeof(roles)), bytes, outcome);
+             roles_text(t, roles, sizeof(roles)), bytes, outcome,
+             fence_text(t, fence, sizeof(fence)));
 }
 
 /* Frees the test once nothing of it is alive. */
@@ -155,6 +192,7 @@ static void test_maybe_free(struct test *t)
     }
     ev_timer_stop(t->loop, &t->role_timer);
     ev_timer_stop(t->loop, &t->params_timer);
+    ev_timer_stop(t->loop, &t->fence_timer);
     i3_ctrl_free(&t->parser);
     ntests--;
     free(t);
@@ -508,6 +546,95 @@ static void data_new(struct test *t, int fd, const struct sockaddr_storage *peer
         leg_hold(cl);
 }
 
+/* ------------------------------------------------------ end-of-test fence */
+
+/* Client->server data bytes delivered to the server so far, all relays. */
+static uint64_t data_c2s_delivered(const struct test *t)
+{
+    uint64_t n = t->bytes[FLOW_C2S];   /* relays that have finished */
+    for (int i = 0; i < t->nrelays; i++)
+        if (t->relays[i])
+            n += t->relays[i]->f[FLOW_C2S].bytes;
+    return n;
+}
+
+/* Client->server data bytes the server has not acknowledged yet: readable
+ * from the client, in the shim, or unacknowledged upstream. */
+static uint64_t data_c2s_unacked(const struct test *t)
+{
+    uint64_t n = 0;
+    for (int i = 0; i < t->nrelays; i++)
+        if (t->relays[i])
+            n += relay_unacked(t->relays[i], FLOW_C2S);
+    return n;
+}
+
+/* Ends the fence: the held state byte goes on to the server. */
+static void fence_end(struct test *t, enum fence_state how, uint64_t left)
+{
+    ev_timer_stop(t->loop, &t->fence_timer);
+    t->fence = how;
+    t->fence_ms = (ev_now(t->loop) - t->fence_start) * 1e3;
+    t->fence_flushed = data_c2s_delivered(t) - t->fence_base;
+    t->fence_left = left;
+    if (how == FENCE_TIMED_OUT)
+        log_warn("test %s: end-of-test fence timed out after %.1f ms: %s passed on with %" PRIu64
+                 " data bytes not acknowledged by the server (they are not counted as received)",
+                 t->id, t->fence_ms, i3_state_name(t->fence_msg), left);
+    else
+        log_debug("test %s: end-of-test fence: %" PRIu64 " bytes flushed in %.1f ms, %s passed on",
+                  t->id, t->fence_flushed, t->fence_ms, i3_state_name(t->fence_msg));
+    if (t->ctrl)
+        relay_release(t->ctrl, FLOW_C2S);
+    for (int i = 0; i < t->nrelays; i++)
+        if (t->relays[i])
+            relay_release(t->relays[i], FLOW_S2C);
+}
+
+static void fence_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    struct test *t = w->data;
+    uint64_t left = data_c2s_unacked(t);
+    if (left == 0)
+        fence_end(t, FENCE_DONE, 0);
+    else if (ev_now(loop) - t->fence_start >= cfg.fence_timeout)
+        fence_end(t, FENCE_TIMED_OUT, left);
+}
+
+/* The client's state byte `st`, at offset `at` of the control chunk being
+ * inspected, ends the data phase.  The server stops counting at it, so it is
+ * held until every data byte the client sent before it has been read,
+ * delivered, and acknowledged by the server (no byte left in the client
+ * socket, the relay, or the upstream send queue), at most --fence-timeout.
+ * TCP tests only: UDP has nothing to flush. */
+static void fence_begin(struct test *t, size_t at, int8_t st)
+{
+    if (t->fence != FENCE_NONE || cfg.fence_timeout <= 0 || !t->have_params ||
+        t->params.proto != I3_PROTO_TCP || t->ctrl == NULL)
+        return;
+    t->fence_msg = st;
+    t->fence_start = ev_now(t->loop);
+    t->fence_base = data_c2s_delivered(t);
+    if (data_c2s_unacked(t) == 0) {   /* nothing in flight: no need to hold */
+        t->fence = FENCE_DONE;
+        return;
+    }
+    if (relay_hold(t->ctrl, FLOW_C2S, at, 0) == -1) {
+        log_warn("test %s: cannot hold %s for the end-of-test fence", t->id, i3_state_name(st));
+        return;
+    }
+    t->fence = FENCE_HOLDING;
+    /* The client counts no byte it reads after its TEST_END, the server every
+     * byte it writes until it sees TEST_END: stop taking the server's data
+     * meanwhile, so that it stops writing into buffers nobody will count. */
+    for (int i = 0; i < t->nrelays; i++)
+        if (t->relays[i])
+            relay_hold(t->relays[i], FLOW_S2C, 0, 0);
+    ev_timer_set(&t->fence_timer, FENCE_POLL, FENCE_POLL);
+    ev_timer_start(t->loop, &t->fence_timer);
+}
+
 /* ---------------------------------------------------------------- control */
 
 static void on_server_state(struct test *t, int8_t st)
@@ -590,6 +717,8 @@ static int ctrl_inspect(void *arg, int from, const uint8_t *buf, size_t len)
         case I3_EV_STATE:
             if (dir == I3_S2C)
                 on_server_state(t, ev.state);
+            else if (ev.state == I3_TEST_END || ev.state == I3_CLIENT_TERMINATE)
+                fence_begin(t, off - 1, ev.state);   /* off is past the state byte */
             break;
         case I3_EV_SERVER_ERROR:
             t->server_error = true;
@@ -692,6 +821,8 @@ static void test_new(struct ev_loop *loop, int fd, const struct sockaddr_storage
     t->role_timer.data = t;
     ev_init(&t->params_timer, params_timeout_cb);
     t->params_timer.data = t;
+    ev_init(&t->fence_timer, fence_timer_cb);
+    t->fence_timer.data = t;
     i3_ctrl_init(&t->parser, cfg.params_max, cfg.results_max);
     struct i3_event ev;
     i3_ctrl_feed(&t->parser, I3_C2S, cookie, I3_COOKIE_SIZE, &ev);   /* the cookie */

@@ -25,6 +25,7 @@ struct shim_config cfg = {
     .handshake_timeout = 10.0,
     .idle_timeout      = 300.0,
     .role_timeout      = 5.0,
+    .fence_timeout     = 2.0,
     .params_max        = I3_PARAMS_MAX_DEFAULT,
     .results_max       = I3_RESULTS_MAX_DEFAULT,
     .udp_linger        = 10.0,
@@ -48,6 +49,8 @@ static void usage(FILE *out)
 "  --idle-timeout S         close a test with no traffic for S, 0 = never (default 300)\n"
 "  --role-timeout S         --bidir: learn stream roles within S after the test starts,\n"
 "                           else pair in arrival order (default 5)\n"
+"  --fence-timeout S        iperf3: the client's TEST_END reaches the server only once the\n"
+"                           test's data did, waiting at most S; 0 = off (default 2)\n"
 "  --udp-linger S           a UDP flow (and its upstream port) stays open until quiet\n"
 "                           both ways for S, absorbing late server datagrams (default 10)\n"
 "  --max-flows N            UDP flows at once; datagrams of further clients are dropped\n"
@@ -110,7 +113,7 @@ static void raise_fd_limit(void)
 int main(int argc, char **argv)
 {
     enum { O_CONNECT = 256, O_HANDSHAKE, O_IDLE, O_ROLE, O_PARAMS, O_RESULTS, O_NOSPLICE,
-           O_LOGLEVEL, O_LINGER, O_MAXFLOWS, O_UPSTREAM2, O_PROTOCOL, O_UDPCONN };
+           O_LOGLEVEL, O_LINGER, O_MAXFLOWS, O_UPSTREAM2, O_PROTOCOL, O_UDPCONN, O_FENCE };
     static const struct option opts[] = {
         { "listen", required_argument, NULL, 'l' },
         { "upstream", required_argument, NULL, 'u' },
@@ -120,6 +123,7 @@ int main(int argc, char **argv)
         { "handshake-timeout", required_argument, NULL, O_HANDSHAKE },
         { "idle-timeout", required_argument, NULL, O_IDLE },
         { "role-timeout", required_argument, NULL, O_ROLE },
+        { "fence-timeout", required_argument, NULL, O_FENCE },
         { "max-params", required_argument, NULL, O_PARAMS },
         { "max-results", required_argument, NULL, O_RESULTS },
         { "no-splice", no_argument, NULL, O_NOSPLICE },
@@ -154,6 +158,7 @@ int main(int argc, char **argv)
         case O_HANDSHAKE: bad = parse_seconds(optarg, &cfg.handshake_timeout); break;
         case O_IDLE: bad = parse_seconds(optarg, &cfg.idle_timeout); break;
         case O_ROLE: bad = parse_seconds(optarg, &cfg.role_timeout); break;
+        case O_FENCE: bad = parse_seconds(optarg, &cfg.fence_timeout); break;
         case O_PARAMS:
             bad = parse_uint(optarg, 64, 1ul << 30, &n);
             cfg.params_max = (uint32_t)n;
