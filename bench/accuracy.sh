@@ -157,9 +157,10 @@ try:
             print("%s did not start" % name, file=sys.stderr); sys.exit(2)
 
     def analyse(d, kind):
-        """(c2s ratio or None, s2c ratio or None, [(stream id, role, sent, received)], error)"""
+        """(c2s ratio or None, s2c ratio or None, [(stream id, role, sent, received)], Gbit/s
+        received (both directions), error)"""
         if "error" in d:
-            return None, None, [], d["error"]
+            return None, None, [], 0, d["error"]
         e = d.get("end", {})
         def ratio(ks, kr):
             s, r = e.get(ks, {}).get("bytes", 0), e.get(kr, {}).get("bytes", 0)
@@ -170,15 +171,17 @@ try:
         else:
             c2s = ratio("sum_sent", "sum_received")
             s2c = ratio("sum_sent_bidir_reverse", "sum_received_bidir_reverse")
+        gbps = sum(e.get(k, {}).get("bits_per_second", 0) for k in
+                   ("sum_received", "sum_received_bidir_reverse")) / 1e9
         st = []
         for x in e.get("streams", []):
             s, r = x.get("sender", {}), x.get("receiver", {})
             role = "c2s" if s.get("sender", kind != "r") else "s2c"
             st.append((s.get("socket"), role, s.get("bytes", 0), r.get("bytes", 0)))
-        return c2s, s2c, st, None
+        return c2s, s2c, st, gbps, None
 
     rows, failures = [], 0
-    res = {m: {p[0]: {"c2s": [], "s2c": [], "bad": [], "streams": 0, "minr": 1e9, "maxr": 0}
+    res = {m: {p[0]: {"c2s": [], "s2c": [], "gbps": [], "bad": [], "streams": 0, "minr": 1e9, "maxr": 0}
                for p in paths} for m in modes}
     fences = {p[0]: [] for p in paths}
     for rnd in range(a.rounds):
@@ -194,7 +197,7 @@ try:
                     d = json.load(open(out))
                 except Exception as ex:
                     d = {"error": "no JSON (rc %d): %s" % (rc, ex)}
-                c2s, s2c, st, err = analyse(d, kind)
+                c2s, s2c, st, gbps, err = analyse(d, kind)
                 if log:   # the shim's test line for this run (bounded wait)
                     end = time.monotonic() + 3
                     line = ""
@@ -212,6 +215,7 @@ try:
                     failures += 1
                     print("FAIL %s %s round %d: %s" % (m, name, rnd + 1, err), flush=True)
                     rows.append((m, name, rnd, "error", "", "", err)); continue
+                r["gbps"].append(gbps)
                 if c2s is not None: r["c2s"].append(c2s)
                 if s2c is not None: r["s2c"].append(s2c)
                 for sid, role, s, rc_ in st:
@@ -225,9 +229,9 @@ try:
                              "%.5f" % s2c if s2c is not None else "",
                              "%.4f..%.4f" % (min((x[3] / x[2] for x in st if x[2]), default=0),
                                              max((x[3] / x[2] for x in st if x[2]), default=0)), ""))
-                print("# %-9s %-6s round %d: c2s %s s2c %s" % (
+                print("# %-9s %-6s round %d: c2s %s s2c %s, %.2f Gbit/s" % (
                     m, name, rnd + 1, "%.4f" % c2s if c2s is not None else "-",
-                    "%.4f" % s2c if s2c is not None else "-"), flush=True)
+                    "%.4f" % s2c if s2c is not None else "-", gbps), flush=True)
 
     med = lambda v: statistics.median(v) if v else None
     fmt = lambda v: "%.4f" % v if v is not None else "-"
@@ -236,7 +240,8 @@ try:
     print("median received/sent over %d rounds (%s)%s" % (a.rounds, "namespaces with handshake drops" if a.drops else "loopback",
           ", shim args: " + a.shim_args if a.shim_args else ""))
     hdr = "| mode | " + " | ".join("%s c2s" % n for n in names) + " | " + \
-          " | ".join("%s s2c" % n for n in names) + " | shim-direct c2s (pt) | shim-direct s2c (pt) | shim streams off (>sent or <90%) |"
+          " | ".join("%s s2c" % n for n in names) + " | shim-direct c2s (pt) | shim-direct s2c (pt) | shim streams off (>sent or <90%) | " + \
+          " | ".join("%s Gbit/s" % n for n in names) + " |"
     print(hdr)
     print("|" + "---|" * (hdr.count("|") - 1))
     for m in modes:
@@ -245,10 +250,11 @@ try:
         sc, ss = med(rr["shim"]["c2s"]), med(rr["shim"]["s2c"])
         dpc = "%+.2f" % (100 * (sc - dc)) if sc is not None and dc is not None else "-"
         dps = "%+.2f" % (100 * (ss - ds)) if ss is not None and ds is not None else "-"
-        print("| %s | %s | %s | %s | %s | %d of %d |" % (
+        print("| %s | %s | %s | %s | %s | %d of %d | %s |" % (
             " ".join(MODES[m][0]), " | ".join(fmt(med(rr[n]["c2s"])) for n in names),
             " | ".join(fmt(med(rr[n]["s2c"])) for n in names), dpc, dps,
-            len(rr["shim"]["bad"]), rr["shim"]["streams"]))
+            len(rr["shim"]["bad"]), rr["shim"]["streams"],
+            " | ".join("%.2f" % med(rr[n]["gbps"]) if rr[n]["gbps"] else "-" for n in names)))
     for m in modes:
         for n in names:
             for b in res[m][n]["bad"]:

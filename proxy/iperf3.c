@@ -19,6 +19,8 @@
 #define HOLD_MAX    (64u * 1024u)          /* bytes held per connection while roles are learned */
 
 #define FENCE_POLL  0.001                  /* s: end-of-test fence checks the data this often */
+#define ACK_POLL    0.001                  /* s: a new upstream data connection is checked for
+                                              its cookie's ACK this often */
 
 enum role { ROLE_UNKNOWN = 0, ROLE_SENDER, ROLE_RECEIVER };
 
@@ -33,6 +35,7 @@ enum fence_state {
 };
 
 struct test;
+static void upstream_open_next(struct test *t);
 
 /* One data connection on one side, before it is paired and relayed. */
 struct leg {
@@ -45,6 +48,8 @@ struct leg {
     bool              eof;        /* the peer closed while the connection was held */
     ev_io             io;         /* reads while held */
     struct connector  conn;       /* server legs: connect in progress */
+    ev_timer          ack_timer;  /* server legs: waits for the server's ACK of the cookie */
+    ev_tstamp         opened;     /* server legs: when the connect started */
     uint8_t          *hold;       /* bytes read while held (HOLD_MAX), NULL if none */
     size_t            held;       /* bytes in hold */
     struct sockaddr_storage peer; /* client: the client's address; server: our local address */
@@ -77,6 +82,9 @@ struct test {
     struct leg       *legs[2][I3_MAX_LEGS]; /* held data connections, NULL once relayed */
     int               nlegs[2];           /* connections seen per side */
     int               live_legs;          /* legs allocated */
+    int               next_open;          /* next server leg to connect (one at a time) */
+    bool              opening;            /* a server leg is connecting or awaiting its ACK */
+    double            open_wait;          /* s: connect + cookie ACK, summed over server legs */
     struct relay     *relays[I3_MAX_LEGS];/* data relays, NULL once finished */
     int               nrelays;            /* relays created */
     int               live_relays;        /* relays still running */
@@ -202,6 +210,7 @@ static void leg_free(struct leg *l, bool close_fd, bool reset)
 {
     struct test *t = l->t;
     ev_io_stop(t->loop, &l->io);
+    ev_timer_stop(t->loop, &l->ack_timer);
     connector_cancel(&l->conn);
     if (close_fd && l->fd >= 0) {
         if (reset)
@@ -469,11 +478,70 @@ static struct tcp_opts test_tcp_opts(const struct test *t)
     return o;
 }
 
+/* The server has the connection of server leg sl in its accept queue (it
+ * acknowledged the cookie): the leg is ready, and the next one may be opened. */
+static void server_leg_accepted(struct leg *sl)
+{
+    struct test *t = sl->t;
+    struct leg *cl = t->legs[SIDE_CLIENT][sl->index];
+
+    ev_timer_stop(t->loop, &sl->ack_timer);
+    t->open_wait += ev_now(t->loop) - sl->opened;
+    t->opening = false;
+    sl->ready = true;
+    if (t->have_params && sl->index + 1 == i3_params_stream_count(&t->params))
+        log_debug("test %s: %d upstream data connections accepted in order, connect and cookie "
+                  "ACK %.1f ms in all", t->id, sl->index + 1, t->open_wait * 1e3);
+    if (hold_mode(t)) {
+        leg_hold(sl);
+        try_pair(t);
+    } else if (cl != NULL) {
+        start_pair(t, cl, sl);   /* consumes sl */
+    }
+    if (t->failure == NULL)
+        upstream_open_next(t);
+}
+
+static void ack_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    struct leg *sl = w->data;
+    struct test *t = sl->t;
+    long left = net_unacked(sl->fd);
+
+    t->busy++;
+    if (left == 0) {
+        server_leg_accepted(sl);
+    } else if (left == -1 || ev_now(loop) - sl->opened >= cfg.connect_timeout) {
+        char s[ADDR_STR_MAX];
+        log_warn("test %s: data connection #%d to server %s: %s", t->id, sl->index + 1,
+                 addr_s(&cfg.upstream_addr, s), left == -1 ? strerror(errno) :
+                 "the server did not acknowledge the cookie within --connect-timeout");
+        test_fail(t, "a data connection to the server failed");
+    }
+    t->busy--;
+    test_maybe_free(t);
+}
+
+/* The cookie of server leg sl is sent: the leg becomes ready once the server
+ * acknowledged it.  An ACK of data means the server's side of the handshake
+ * is complete, so the connection is in its accept queue, which is FIFO; the
+ * next leg is opened only then, so the server accepts (and numbers) the data
+ * connections in the order the shim opened them, whatever packets are lost. */
+static void server_leg_wait_ack(struct leg *sl)
+{
+    if (net_unacked(sl->fd) == 0) {
+        server_leg_accepted(sl);
+        return;
+    }
+    ev_timer_set(&sl->ack_timer, ACK_POLL, ACK_POLL);
+    ev_timer_start(sl->t->loop, &sl->ack_timer);
+}
+
 static void server_leg_connected(void *arg, int fd, int err)
 {
     struct leg *sl = arg;
     struct test *t = sl->t;
-    struct leg *cl = t->legs[SIDE_CLIENT][sl->index];
 
     if (fd < 0) {
         char s[ADDR_STR_MAX];
@@ -493,14 +561,8 @@ static void server_leg_connected(void *arg, int fd, int err)
         test_fail(t, "a data connection to the server failed");
         return;
     }
-    sl->ready = true;
     t->busy++;
-    if (hold_mode(t)) {
-        leg_hold(sl);
-        try_pair(t);
-    } else if (cl != NULL) {
-        start_pair(t, cl, sl);
-    }
+    server_leg_wait_ack(sl);
     t->busy--;
     test_maybe_free(t);
 }
@@ -528,6 +590,8 @@ static void data_new(struct test *t, int fd, const struct sockaddr_storage *peer
     *cl = (struct leg){ .t = t, .side = SIDE_CLIENT, .index = idx, .fd = fd, .ready = true,
                         .peer = *peer };
     *sl = (struct leg){ .t = t, .side = SIDE_SERVER, .index = idx, .fd = -1 };
+    ev_init(&sl->ack_timer, ack_timer_cb);
+    sl->ack_timer.data = sl;
     t->legs[SIDE_CLIENT][idx] = cl;
     t->legs[SIDE_SERVER][idx] = sl;
     t->live_legs += 2;
@@ -535,15 +599,32 @@ static void data_new(struct test *t, int fd, const struct sockaddr_storage *peer
     struct tcp_opts o = test_tcp_opts(t);
     tcp_opts_apply(fd, &(struct tcp_opts){ .bufsize = o.bufsize, .nodelay = o.nodelay });
     log_debug("test %s: data connection #%d from %s", t->id, idx + 1, addr_s(peer, who));
+    if (hold_mode(t))
+        leg_hold(cl);
+    t->busy++;
+    upstream_open_next(t);
+    t->busy--;
+    test_maybe_free(t);
+}
+
+/* Opens the next upstream data connection, unless one is still on its way
+ * (see server_leg_wait_ack): the server must accept them in this order. */
+static void upstream_open_next(struct test *t)
+{
+    if (t->opening || t->next_open >= t->nlegs[SIDE_SERVER])
+        return;
+    struct leg *sl = t->legs[SIDE_SERVER][t->next_open++];
+    if (sl == NULL)
+        return;
+    struct tcp_opts o = test_tcp_opts(t);
+    t->opening = true;
+    sl->opened = ev_now(t->loop);
     if (connector_start(&sl->conn, t->loop, &cfg.upstream_addr, cfg.upstream_len, &o,
                         cfg.connect_timeout, server_leg_connected, sl) == -1) {
         log_warn("test %s: cannot open a data connection to the server: %s", t->id,
                  strerror(errno));
         test_fail(t, "no socket for a data connection");
-        return;
     }
-    if (hold_mode(t))
-        leg_hold(cl);
 }
 
 /* ------------------------------------------------------ end-of-test fence */

@@ -4,10 +4,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/sockios.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -529,13 +527,11 @@ void relay_release(struct relay *r, int flow)
         relay_rearm(r);
 }
 
-/* Bytes queued in socket fd by ioctl `req` (FIONREAD, SIOCOUTQ), 0 on error. */
-static uint64_t sock_queued(int fd, unsigned long req)
+/* A count from net_readable()/net_unacked(), 0 for a closed socket or an error. */
+static uint64_t queued(int fd, long (*count)(int))
 {
-    int n = 0;
-    if (fd < 0 || ioctl(fd, req, &n) == -1 || n < 0)
-        return 0;
-    return (uint64_t)n;
+    long n = fd >= 0 ? count(fd) : 0;
+    return n > 0 ? (uint64_t)n : 0;
 }
 
 uint64_t relay_unacked(const struct relay *r, int flow)
@@ -543,9 +539,9 @@ uint64_t relay_unacked(const struct relay *r, int flow)
     const struct flow *f = &r->f[flow];
     if (r->ended || f->state == FLOW_DISCARD)
         return 0;
-    uint64_t n = sock_queued(r->fd[1 - flow], SIOCOUTQ);   /* a FIN may be unacked too */
+    uint64_t n = queued(r->fd[1 - flow], net_unacked);   /* a FIN may be unacked too */
     if (f->state == FLOW_OPEN)
-        n += sock_queued(r->fd[flow], FIONREAD);
+        n += queued(r->fd[flow], net_readable);
     return n + flow_pending(f);
 }
 
