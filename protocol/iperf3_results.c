@@ -203,6 +203,10 @@ static bool is_digit(char c)
     return c >= '0' && c <= '9';
 }
 
+/* iperf3's cJSON (1.7.15) reads at most 63 bytes of a number and fails on
+ * the rest; Debian's libcjson reads longer ones: refuse them here. */
+#define I3_NUMBER_MAX 63
+
 /* A number at pos, JSON grammar: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?
  * *tok gets its bytes.  Returns 0 or -1. */
 static int scan_number(struct i3_scan *sc, struct i3_span *tok)
@@ -237,6 +241,8 @@ static int scan_number(struct i3_scan *sc, struct i3_span *tok)
             p++;
     }
     tok->len = p - tok->off;
+    if (tok->len > I3_NUMBER_MAX)
+        return fail_at(sc, "number longer than 63 bytes");
     sc->pos = p;
     return 0;
 }
@@ -493,7 +499,7 @@ static int bytes_value(struct i3_scan *sc, int k)
     const char *t = sc->s + e->by_tok.off;
     size_t n = e->by_tok.len;
     bool integer = true;
-    char buf[64];
+    char buf[I3_NUMBER_MAX + 1];
 
     if (t[0] == '-')
         return say(sc->why, sc->whylen, "results JSON: stream entry %d: \"bytes\" is negative", k);
@@ -514,9 +520,7 @@ static int bytes_value(struct i3_scan *sc, int k)
         e->bytes_d = (double)v;
         return 0;
     }
-    /* fraction or exponent: read it as cJSON does (strtod of at most 63 bytes) */
-    if (n >= sizeof(buf))
-        return say(sc->why, sc->whylen, "results JSON: stream entry %d: \"bytes\" too long", k);
+    /* fraction or exponent: read it as cJSON does (strtod); n <= I3_NUMBER_MAX */
     memcpy(buf, t, n);
     buf[n] = '\0';
     e->bytes_d = strtod(buf, NULL);
