@@ -5,6 +5,7 @@
 #include "proxy/log.h"
 #include "proxy/net.h"
 #include "proxy/relay.h"
+#include "protocol/iperf3_results.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -36,6 +37,21 @@ enum fence_state {
 
 struct test;
 static void upstream_open_next(struct test *t);
+
+/* A results JSON block held on one direction of the control relay while it
+ * is read, to renumber its stream entries (see results_finish). */
+enum res_state {
+    RES_IDLE = 0,   /* not held */
+    RES_COLLECT,    /* held: the block's bytes are being collected */
+    RES_DONE,       /* passed on (rewritten or as it was) */
+};
+
+struct res_block {
+    enum res_state state;   /* see enum res_state */
+    uint8_t       *buf;     /* the block as read: 4-byte length, then the JSON */
+    size_t         len;     /* bytes in buf */
+    size_t         cap;     /* allocated size of buf */
+};
 
 /* One data connection on one side, before it is paired and relayed. */
 struct leg {
@@ -86,6 +102,11 @@ struct test {
     bool              opening;            /* a server leg is connecting or awaiting its ACK */
     double            open_wait;          /* s: connect + cookie ACK, summed over server legs */
     struct relay     *relays[I3_MAX_LEGS];/* data relays, NULL once finished */
+    int               pair_leg[I3_MAX_LEGS][2]; /* relay i: index of its client and server leg */
+    uint64_t          pair_bytes[I3_MAX_LEGS][2]; /* relay i: data bytes per flow, once ended */
+    uint64_t          pair_s2c_end[I3_MAX_LEGS];  /* relay i: server->client bytes the client had
+                                                     acknowledged at its TEST_END */
+    bool              s2c_snapped;        /* pair_s2c_end was taken */
     int               nrelays;            /* relays created */
     int               live_relays;        /* relays still running */
     ev_timer          role_timer;         /* --role-timeout after TEST_RUNNING */
@@ -104,6 +125,13 @@ struct test {
     uint64_t          fence_base;         /* client->server data bytes delivered when it began */
     uint64_t          fence_flushed;      /* client->server data bytes delivered while it held */
     uint64_t          fence_left;         /* bytes still unacknowledged when it timed out */
+    struct res_block  res[2];             /* results JSON held: [FLOW_C2S] client's, [FLOW_S2C]
+                                             server's */
+    int               res_n;              /* stream entries in the id mapping */
+    int64_t           res_cid[I3_RESULTS_MAX_STREAMS]; /* client's stream id of entry k */
+    int64_t           res_sid[I3_RESULTS_MAX_STREAMS]; /* server's id of the stream it met */
+    char              res_note[256];      /* what became of the per-stream results, for the
+                                             test line ("" if nothing was tried) */
 };
 
 static struct test *tests;   /* live tests */
@@ -176,13 +204,14 @@ static void test_log_end(struct test *t)
         snprintf(bytes, sizeof(bytes), "bytes client->server %" PRIu64 ", server->client %"
                  PRIu64, t->bytes[0], t->bytes[1]);
     char fence[128];
-    log_info("test %s: client %s, server %s, mode %s, streams %d%s, roles %s, %s, %s%s",
+    log_info("test %s: client %s, server %s, mode %s, streams %d%s, roles %s, %s, %s%s%s%s",
              t->id, addr_s(&t->client, c), addr_s(&cfg.upstream_addr, s),
              t->have_params ? i3_params_mode(&t->params) : "unknown",
              t->have_params ? t->params.parallel : t->nlegs[SIDE_CLIENT],
              t->have_params && t->params.bidir ? " each way" : "",
              roles_text(t, roles, sizeof(roles)), bytes, outcome,
-             fence_text(t, fence, sizeof(fence)));
+             fence_text(t, fence, sizeof(fence)), t->res_note[0] ? ", results: " : "",
+             t->res_note);
 }
 
 /* Frees the test once nothing of it is alive. */
@@ -201,6 +230,8 @@ static void test_maybe_free(struct test *t)
     ev_timer_stop(t->loop, &t->role_timer);
     ev_timer_stop(t->loop, &t->params_timer);
     ev_timer_stop(t->loop, &t->fence_timer);
+    free(t->res[FLOW_C2S].buf);
+    free(t->res[FLOW_S2C].buf);
     i3_ctrl_free(&t->parser);
     ntests--;
     free(t);
@@ -258,9 +289,13 @@ static void data_done(void *arg, struct relay *r, enum relay_end how)
     struct test *t = arg;
     t->bytes[FLOW_C2S] += r->f[FLOW_C2S].bytes;
     t->bytes[FLOW_S2C] += r->f[FLOW_S2C].bytes;
-    for (int i = 0; i < t->nrelays; i++)
-        if (t->relays[i] == r)
+    for (int i = 0; i < t->nrelays; i++) {
+        if (t->relays[i] == r) {
             t->relays[i] = NULL;
+            t->pair_bytes[i][FLOW_C2S] = r->f[FLOW_C2S].bytes;
+            t->pair_bytes[i][FLOW_S2C] = r->f[FLOW_S2C].bytes;
+        }
+    }
     log_debug("test %s: data stream ended (%s), %" PRIu64 " bytes client->server, %" PRIu64
               " server->client", t->id, relay_end_str(how), r->f[FLOW_C2S].bytes,
               r->f[FLOW_S2C].bytes);
@@ -291,6 +326,8 @@ static void start_pair(struct test *t, struct leg *cl, struct leg *sl)
         test_fail(t, "out of memory starting a data relay");
         return;
     }
+    t->pair_leg[t->nrelays][SIDE_CLIENT] = cl->index;
+    t->pair_leg[t->nrelays][SIDE_SERVER] = sl->index;
     t->relays[t->nrelays++] = r;
     t->live_relays++;
     leg_free(cl, false, false);
@@ -716,6 +753,275 @@ static void fence_begin(struct test *t, size_t at, int8_t st)
     ev_timer_start(t->loop, &t->fence_timer);
 }
 
+/* --------------------------------------------------- per-stream results */
+
+/* iperf3 matches each stream's peer numbers by stream id, and ids follow
+ * creation order on the client and accept order on the server.  The shim
+ * makes the server's accept order its own opening order (upstream_open_next),
+ * but the client's connections may reach the shim in another order than the
+ * client created them (a lost ACK), and --bidir pairs are re-matched by role:
+ * then client stream c and server stream s of the same id did not exchange a
+ * byte.  During EXCHANGE_RESULTS the shim holds each results JSON, learns
+ * from the client's which connection each client stream was (by byte counts:
+ * protocol/iperf3_results.h), and renumbers the entries so that each side
+ * reads the numbers of the stream it really exchanged data with.  When the
+ * pairing is not certain, the JSON goes on as it was (logged). */
+
+#define RES_HOLD_CAP(c) ((size_t)(c).results_max + 4 + 65536)  /* bytes held at most */
+
+/* Bytes relay i delivered on flow d (so far, or in all once it ended). */
+static uint64_t pair_bytes_now(const struct test *t, int i, int d)
+{
+    const struct relay *r = t->relays[i];
+    return r ? r->f[d].bytes : t->pair_bytes[i][d];
+}
+
+/* The client sent TEST_END: it counted no byte it read after that.  Notes,
+ * per data relay, the server->client bytes the client had acknowledged
+ * (delivered minus still unacknowledged): the best bound the shim has on what
+ * a receiving client stream counted. */
+static void results_snapshot(struct test *t)
+{
+    if (t->s2c_snapped)
+        return;
+    t->s2c_snapped = true;
+    for (int i = 0; i < t->nrelays; i++) {
+        const struct relay *r = t->relays[i];
+        uint64_t d = pair_bytes_now(t, i, FLOW_S2C);
+        long q = r && r->fd[SIDE_CLIENT] >= 0 ? net_unacked(r->fd[SIDE_CLIENT]) : 0;
+        t->pair_s2c_end[i] = q > 0 && (uint64_t)q < d ? d - (uint64_t)q : d;
+    }
+}
+
+/* Pairs the entries of one role (sending or receiving client streams) with
+ * the relays that carried that direction.  ent_idx/conn_idx list them; on
+ * success map[ent_idx[k]] is set.  Returns 0, or -1 with *why. */
+static int results_match_group(const struct test *t, const struct i3_rstream *ent,
+                               const int *ent_idx, const int *conn_idx, int n, bool senders,
+                               int *map, char *why, size_t whylen)
+{
+    uint64_t eb[I3_RESULTS_MAX_STREAMS], cb[I3_RESULTS_MAX_STREAMS];
+    int m[I3_RESULTS_MAX_STREAMS];
+    if (n == 0)
+        return 0;
+    for (int k = 0; k < n; k++) {
+        int c = conn_idx[k];
+        eb[k] = ent[ent_idx[k]].bytes;
+        /* a sending client counted what it wrote: after the fence, what the shim
+         * read and delivered; a receiving one what it read before its TEST_END */
+        cb[k] = senders ? pair_bytes_now(t, c, FLOW_C2S)
+                        : t->s2c_snapped ? t->pair_s2c_end[c] : pair_bytes_now(t, c, FLOW_S2C);
+    }
+    if (i3_match_by_bytes(eb, cb, n, m, why, whylen) == -1)
+        return -1;
+    for (int k = 0; k < n; k++)
+        map[ent_idx[k]] = conn_idx[m[k]];
+    return 0;
+}
+
+/* Holds direction d of the control relay from its next byte: the results
+ * JSON that comes next is collected.  From the other direction's inspect hook
+ * only (that direction owes nothing meanwhile). */
+static void results_hold(struct test *t, int d)
+{
+    if (t->ctrl == NULL || t->res[d].state != RES_IDLE)
+        return;
+    if (relay_hold(t->ctrl, d, 0, RES_HOLD_CAP(cfg)) == -1) {
+        snprintf(t->res_note, sizeof(t->res_note), "left as they were (control busy)");
+        return;
+    }
+    t->res[d].state = RES_COLLECT;
+}
+
+/* Passes the held block of direction d on unchanged, saying why in the test
+ * line and a log line. */
+static void results_leave(struct test *t, int d, const char *why)
+{
+    t->res[d].state = RES_DONE;
+    if (t->ctrl)
+        relay_release(t->ctrl, d);
+    snprintf(t->res_note, sizeof(t->res_note), "%s JSON left as it was (%s)",
+             d == FLOW_C2S ? "client's" : "server's", why);
+    log_info("test %s: per-stream results: %s JSON passed on as it was: %s", t->id,
+             d == FLOW_C2S ? "client's" : "server's", why);
+}
+
+/* Appends bytes of the held block of direction d.  Returns 0, or -1 if out
+ * of memory (the block then goes on unchanged). */
+static int results_collect(struct test *t, int d, const uint8_t *buf, size_t len)
+{
+    struct res_block *b = &t->res[d];
+    if (b->len + len > b->cap) {
+        size_t want = b->cap ? b->cap : 4096;
+        while (want < b->len + len)
+            want *= 2;
+        uint8_t *nb = realloc(b->buf, want);
+        if (nb == NULL)
+            return -1;
+        b->buf = nb;
+        b->cap = want;
+    }
+    memcpy(b->buf + b->len, buf, len);
+    b->len += len;
+    return 0;
+}
+
+/* Renumbers the held block of direction d (ids from[k] -> to[k]) and lets it
+ * go.  Returns 0, or -1 with *why (the caller leaves it as it was). */
+static int results_replace(struct test *t, int d, const int64_t *from, const int64_t *to,
+                           int n, char *why, size_t whylen)
+{
+    struct res_block *b = &t->res[d];
+    char *out = NULL;
+    size_t outlen = 0;
+    if (i3_results_rewrite_ids((const char *)b->buf + 4, b->len - 4, from, to, n, &out, &outlen,
+                               why, whylen) == -1)
+        return -1;
+    uint8_t *framed = malloc(outlen + 4);
+    if (framed == NULL || outlen > UINT32_MAX) {
+        free(out);
+        free(framed);
+        snprintf(why, whylen, "out of memory");
+        return -1;
+    }
+    framed[0] = (uint8_t)(outlen >> 24);
+    framed[1] = (uint8_t)(outlen >> 16);
+    framed[2] = (uint8_t)(outlen >> 8);
+    framed[3] = (uint8_t)outlen;
+    memcpy(framed + 4, out, outlen);
+    free(out);
+    int rc = relay_release_replace(t->ctrl, d, b->len, framed, outlen + 4);
+    free(framed);
+    if (rc == -1) {
+        snprintf(why, whylen, "the control relay could not replace it");
+        return -1;
+    }
+    b->state = RES_DONE;
+    return 0;
+}
+
+/* The client's results JSON is complete: map each of its stream entries to
+ * the server stream it met.  Returns the number of ids that change (0: none),
+ * or -1 with *why. */
+static int results_map(struct test *t, char *why, size_t whylen)
+{
+    struct res_block *b = &t->res[FLOW_C2S];
+    struct i3_rstream ent[I3_RESULTS_MAX_STREAMS];
+    int map[I3_RESULTS_MAX_STREAMS], n;
+    int eg[2][I3_RESULTS_MAX_STREAMS], cg[2][I3_RESULTS_MAX_STREAMS];   /* [sender?][k] */
+    int ne[2] = { 0, 0 }, nc[2] = { 0, 0 };
+
+    n = i3_results_streams((const char *)b->buf + 4, b->len - 4, ent, I3_RESULTS_MAX_STREAMS,
+                           why, whylen);
+    if (n == -1)
+        return -1;
+    if (n != t->nrelays || n == 0) {
+        snprintf(why, whylen, "%d stream entries, %d data connections relayed", n, t->nrelays);
+        return -1;
+    }
+    bool seen[I3_RESULTS_MAX_STREAMS] = { false };
+    for (int i = 0; i < n; i++) {
+        int sl = t->pair_leg[i][SIDE_SERVER];
+        if (sl < 0 || sl >= n || seen[sl]) {
+            snprintf(why, whylen, "server connections not numbered 1..%d", n);
+            return -1;
+        }
+        seen[sl] = true;
+        /* the client lists its streams in creation order: with --bidir P
+         * senders then P receivers, with -R receivers only */
+        bool sends = t->params.bidir ? i < t->params.parallel : !t->params.reverse;
+        eg[sends][ne[sends]++] = i;
+        uint64_t up = pair_bytes_now(t, i, FLOW_C2S), down = pair_bytes_now(t, i, FLOW_S2C);
+        if ((up > 0) == (down > 0)) {
+            snprintf(why, whylen, "data connection %d moved %s", i + 1,
+                     up > 0 ? "data both ways" : "no data");
+            return -1;
+        }
+        cg[up > 0][nc[up > 0]++] = i;
+    }
+    for (int g = 0; g < 2; g++) {
+        if (ne[g] != nc[g]) {
+            snprintf(why, whylen, "%d %s streams, %d connections carried data that way", ne[g],
+                     g ? "sending" : "receiving", nc[g]);
+            return -1;
+        }
+        if (results_match_group(t, ent, eg[g], cg[g], ne[g], g == 1, map, why, whylen) == -1)
+            return -1;
+    }
+    /* Both ends number streams alike (1, 3, 4, ... in creation or accept
+     * order): the server's k-th stream has the id of the client's k-th entry. */
+    int moved = 0;
+    for (int i = 0; i < n; i++) {
+        t->res_cid[i] = ent[i].id;
+        t->res_sid[i] = ent[t->pair_leg[map[i]][SIDE_SERVER]].id;
+        moved += t->res_cid[i] != t->res_sid[i];
+    }
+    t->res_n = n;
+    return moved;
+}
+
+/* The held results block of direction d is complete. */
+static void results_finish(struct test *t, int d)
+{
+    char why[160];
+    if (t->res[d].len < 4) {
+        results_leave(t, d, "no JSON");
+        return;
+    }
+    if (d == FLOW_C2S) {
+        int moved = results_map(t, why, sizeof(why));
+        if (moved == -1) {
+            results_leave(t, d, why);
+            return;
+        }
+        if (moved == 0) {
+            t->res[d].state = RES_DONE;
+            relay_release(t->ctrl, d);
+            snprintf(t->res_note, sizeof(t->res_note), "%d streams matched by bytes, ids as "
+                     "they were", t->res_n);
+            return;
+        }
+        if (results_replace(t, d, t->res_cid, t->res_sid, t->res_n, why, sizeof(why)) == -1) {
+            results_leave(t, d, why);
+            return;
+        }
+        snprintf(t->res_note, sizeof(t->res_note), "%d of %d stream ids renumbered (client's "
+                 "JSON)", moved, t->res_n);
+        log_info("test %s: per-stream results: %d of %d client streams met another server "
+                 "stream than their id says: ids renumbered both ways", t->id, moved, t->res_n);
+        results_hold(t, FLOW_S2C);   /* the server's results come next: the inverse */
+        return;
+    }
+    if (results_replace(t, d, t->res_sid, t->res_cid, t->res_n, why, sizeof(why)) == -1) {
+        results_leave(t, d, why);
+        return;
+    }
+    size_t l = strlen(t->res_note);
+    snprintf(t->res_note + l, sizeof(t->res_note) - l, " and back (server's)");
+}
+
+/* Called by ctrl_inspect for every event on direction d while a results
+ * block is held there; buf[0..end) is the chunk up to the event.  Returns
+ * nothing; the block is collected, finished, or left as it was. */
+static void results_on_event(struct test *t, int d, const struct i3_event *ev,
+                             const uint8_t *buf, size_t end)
+{
+    enum i3_json_kind want = d == FLOW_C2S ? I3_JSON_CLIENT_RESULTS : I3_JSON_SERVER_RESULTS;
+    if (ev->kind == I3_EV_NONE) {
+        if (results_collect(t, d, buf, end) == -1)
+            results_leave(t, d, "out of memory");
+        return;
+    }
+    if (ev->kind == I3_EV_JSON && ev->json_kind == want) {
+        if (results_collect(t, d, buf, end) == -1)
+            results_leave(t, d, "out of memory");
+        else
+            results_finish(t, d);
+        return;
+    }
+    results_leave(t, d, "another message came instead of the results");
+}
+
 /* ---------------------------------------------------------------- control */
 
 static void on_server_state(struct test *t, int8_t st)
@@ -732,6 +1038,12 @@ static void on_server_state(struct test *t, int8_t st)
         break;
     case I3_ACCESS_DENIED:
         t->denied = true;
+        break;
+    case I3_EXCHANGE_RESULTS:
+        /* the client's results JSON comes next (TCP: UDP streams are their own
+         * flows, numbered as the client created them) */
+        if (t->have_params && t->params.proto == I3_PROTO_TCP && t->nrelays > 0)
+            results_hold(t, FLOW_C2S);
         break;
     case I3_PARAM_EXCHANGE:
         /* servers up to 3.14 wait for the parameters on their main thread with
@@ -768,8 +1080,11 @@ static int ctrl_inspect(void *arg, int from, const uint8_t *buf, size_t len)
     t->in_inspect = true;
     while (off < len && rc == 0 && t->failure == NULL) {
         struct i3_event ev;
+        size_t start = off;
         size_t n = i3_ctrl_feed(&t->parser, dir, buf + off, len - off, &ev);
         off += n;
+        if (t->res[from].state == RES_COLLECT)
+            results_on_event(t, from, &ev, buf + start, n);
         switch (ev.kind) {
         case I3_EV_ERROR: {
             char who[ADDR_STR_MAX];
@@ -798,8 +1113,10 @@ static int ctrl_inspect(void *arg, int from, const uint8_t *buf, size_t len)
         case I3_EV_STATE:
             if (dir == I3_S2C)
                 on_server_state(t, ev.state);
-            else if (ev.state == I3_TEST_END || ev.state == I3_CLIENT_TERMINATE)
+            else if (ev.state == I3_TEST_END || ev.state == I3_CLIENT_TERMINATE) {
+                results_snapshot(t);
                 fence_begin(t, off - 1, ev.state);   /* off is past the state byte */
+            }
             break;
         case I3_EV_SERVER_ERROR:
             t->server_error = true;

@@ -200,6 +200,31 @@ static void relay_end(struct relay *r, enum relay_end how)
     r->opts.done(r->opts.arg, r, how);   /* may free r: nothing after this */
 }
 
+/* Ends the hold of flow f, putting f->repl in place of the first
+ * f->repl_drop held bytes.  Returns 0, or -1 (errno ENOMEM) if the buffer
+ * cannot grow. */
+static int flow_apply_replace(struct flow *f)
+{
+    size_t tail = f->buf_len - f->hold_at - f->repl_drop;   /* held bytes kept */
+    size_t need = f->hold_at + f->repl_len + tail;
+    if (need > f->buf_cap) {
+        uint8_t *nb = realloc(f->buf, need);
+        if (nb == NULL) {
+            errno = ENOMEM;
+            return -1;
+        }
+        f->buf = nb;
+        f->buf_cap = need;
+    }
+    memmove(f->buf + f->hold_at + f->repl_len, f->buf + f->hold_at + f->repl_drop, tail);
+    memcpy(f->buf + f->hold_at, f->repl, f->repl_len);
+    f->buf_len = need;
+    free(f->repl);
+    f->repl = NULL;
+    f->held = false;
+    return 0;
+}
+
 /* Result of moving bytes on a flow. */
 enum io_res { IO_OK = 0, IO_AGAIN, IO_EOF, IO_FAIL, IO_REJECT };
 
@@ -276,6 +301,8 @@ static enum io_res flow_read(struct relay *r, int d)
         }
         if (n > 0) {
             f->buf_len += (size_t)n;
+            if (f->repl != NULL && flow_apply_replace(f) == -1)
+                return IO_FAIL;
             flow_held_room(f);
         }
         if (n == 0 && r->opts.inspect != NULL)
@@ -527,6 +554,31 @@ void relay_release(struct relay *r, int flow)
         relay_rearm(r);
 }
 
+int relay_release_replace(struct relay *r, int flow, size_t drop, const void *repl, size_t len)
+{
+    struct flow *f = &r->f[flow];
+    bool inside = r->inspecting == flow;
+    size_t held = f->buf_len - f->hold_at + (inside ? r->inspect_len : 0);
+    if (!f->held || r->ended || flow_splicing(f) || f->repl != NULL || drop > held)
+        return -1;
+    f->repl = malloc(len > 0 ? len : 1);
+    if (f->repl == NULL)
+        return -1;
+    memcpy(f->repl, repl, len);
+    f->repl_len = len;
+    f->repl_drop = drop;
+    if (inside)
+        return 0;   /* applied once the chunk is in the buffer (flow_read) */
+    if (flow_apply_replace(f) == -1) {
+        free(f->repl);
+        f->repl = NULL;
+        return -1;
+    }
+    if (r->started && r->inspecting < 0)
+        relay_rearm(r);
+    return 0;
+}
+
 /* A count from net_readable()/net_unacked(), 0 for a closed socket or an error. */
 static uint64_t queued(int fd, long (*count)(int))
 {
@@ -579,6 +631,7 @@ void relay_free(struct relay *r)
     for (int d = 0; d < 2; d++) {
         flow_close_pipe(&r->f[d]);
         free(r->f[d].buf);
+        free(r->f[d].repl);
     }
     free(r);
 }

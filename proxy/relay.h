@@ -104,6 +104,10 @@ struct flow {
     bool      held;          /* bytes from hold_at on wait for relay_release() */
     size_t    hold_at;       /* index in buf of the first held byte */
     size_t    hold_cap;      /* buf may grow up to this many bytes while held */
+    uint8_t  *repl;          /* replacement for the first repl_drop held bytes, applied
+                                once the inspected chunk is in buf (relay_release_replace) */
+    size_t    repl_len;      /* bytes in repl */
+    size_t    repl_drop;     /* held bytes it replaces */
 };
 
 struct relay {
@@ -150,6 +154,13 @@ int  relay_hold(struct relay *r, int flow, size_t at, size_t cap);
  * from inside this call), then what follows, then a FIN read meanwhile.
  * No-op if the flow is not held or the relay has ended. */
 void relay_release(struct relay *r, int flow);
+
+/* Ends a hold like relay_release(), delivering `len` bytes of `repl` (copied)
+ * in place of the first `drop` held bytes.  From inside the inspect hook of
+ * that flow the held bytes include the whole chunk being inspected.  Copy mode
+ * only.  Returns 0, or -1 (not held, fewer than `drop` bytes held, splice
+ * mode, out of memory) and the hold stays as it was. */
+int  relay_release_replace(struct relay *r, int flow, size_t drop, const void *repl, size_t len);
 
 /* Bytes of flow `flow` that its destination has not acknowledged yet: still
  * readable on the source socket, in the relay (pipe, buffer, held), and in the
