@@ -14,6 +14,10 @@
 #                       forwarded direct path (tests/integration/t_bidir_race.sh)
 #   -o, --out FILE      raw rows (TSV) to FILE as well
 #   -a, --shim-args A   extra shim arguments (one string, split on spaces)
+#   -c, --check C,S     judge the medians: fail (exit 1) when the shim's client-to-server
+#                       ratio is more than C points below direct, its server-to-client
+#                       ratio more than S points below, or a shim stream is off
+#                       (the issue's targets: --check 0.5,1)
 #
 # For every run it reads the client's -J result (which holds both ends' numbers:
 # iperf3 exchanges them) and computes, per direction, received / sent bytes
@@ -23,7 +27,8 @@
 # points, and every stream whose receiver counted more than its sender sent or
 # less than 90 % of it.  Loopback: ports 16300-16319 on 127.0.0.1 (run it inside
 # a network namespace of your own when others share the machine).
-# Exit status: 0 when every run completed, 1 if a run failed, 2 on set-up errors.
+# Exit status: 0 when every run completed (and --check held), 1 if a run failed or a
+# --check bound was missed, 2 on set-up errors.
 set -u
 exec python3 - "$@" <<'PYEOF'
 import argparse, json, os, random, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
@@ -37,6 +42,7 @@ ap.add_argument("-b", "--base", default="")
 ap.add_argument("-d", "--drops", action="store_true")
 ap.add_argument("-o", "--out", default="")
 ap.add_argument("-a", "--shim-args", default="")
+ap.add_argument("-c", "--check", default="")
 a = ap.parse_args()
 T = str(a.time)
 
@@ -261,6 +267,19 @@ try:
                 print("# off-stream %s %s %s" % (m, n, b))
     for n in names[1:]:
         print("# %s fence lines: %d; %s" % (n, len(fences[n]), "; ".join(fences[n][:3])))
+    if a.check:
+        cpt, spt = (float(x) for x in a.check.split(","))
+        for m in modes:
+            rr = res[m]
+            for dname, bound in (("c2s", cpt), ("s2c", spt)):
+                dv, sv = med(rr["direct"][dname]), med(rr["shim"][dname])
+                if dv is not None and sv is not None and 100 * (sv - dv) < -bound:
+                    failures += 1
+                    print("CHECK FAIL %s %s: shim %.4f is %.2f points below direct %.4f (bound %.2f)"
+                          % (m, dname, sv, 100 * (dv - sv), dv, bound))
+            if rr["shim"]["bad"]:
+                failures += 1
+                print("CHECK FAIL %s: %d shim stream(s) off" % (m, len(rr["shim"]["bad"])))
     if a.out:
         with open(a.out, "w") as fh:
             for row in rows: fh.write("\t".join(str(x) for x in row) + "\n")

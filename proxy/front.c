@@ -24,10 +24,12 @@ struct front {
     size_t    got;                      /* bytes in buf */
     struct sockaddr_storage peer;       /* client address */
     socklen_t peerlen;
+    uint64_t  seq;                      /* accept order (1, 2, ...), handed on with it */
 };
 
 static int pending;
 static struct front *head, *tail;   /* pending fronts, oldest first */
+static uint64_t accepted;           /* connections accepted so far */
 
 int front_pending(void)
 {
@@ -114,13 +116,14 @@ static void front_try(struct ev_loop *loop, struct front *f)
         return;
     }
     int fd = f->fd;
+    uint64_t seq = f->seq;
     struct sockaddr_storage peer = f->peer;
     uint8_t first[DETECT_MAX_BYTES];
     size_t got = f->got;
     memcpy(first, f->buf, got);
     front_free(loop, f, false);
     if (v == DETECT_IPERF3)
-        i3_accept(loop, fd, &peer, first);   /* exactly the cookie was read */
+        i3_accept(loop, fd, &peer, first, seq);   /* exactly the cookie was read */
     else
         i2_accept(loop, fd, &peer, first, got);
 }
@@ -185,6 +188,7 @@ void front_accept(struct ev_loop *loop, int fd, const struct sockaddr_storage *p
     f->fd = fd;
     f->peer = *peer;
     f->peerlen = peerlen;
+    f->seq = ++accepted;
     ev_io_init(&f->io, read_cb, fd, EV_READ);
     f->io.data = f;
     ev_timer_init(&f->timer, timeout_cb, cfg.handshake_timeout, 0);

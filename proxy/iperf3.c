@@ -9,6 +9,8 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -105,6 +107,9 @@ struct test {
     double            open_wait;          /* s: connect + cookie ACK, summed over server legs */
     struct relay     *relays[I3_MAX_LEGS];/* data relays, NULL once finished */
     int               pair_leg[I3_MAX_LEGS][2]; /* relay i: index of its client and server leg */
+    uint64_t          cl_seq[I3_MAX_LEGS];      /* client leg k: accept order (front) */
+    uint32_t          cl_rtt[I3_MAX_LEGS];      /* client leg k: handshake RTT, us (0: unknown) */
+    uint32_t          cl_retrans[I3_MAX_LEGS];  /* client leg k: SYN-ACKs retransmitted */
     uint64_t          pair_bytes[I3_MAX_LEGS][2]; /* relay i: data bytes per flow, once ended */
     uint64_t          pair_s2c_end[I3_MAX_LEGS];  /* relay i: server->client bytes the client had
                                                      acknowledged at its TEST_END */
@@ -132,6 +137,7 @@ struct test {
     int               res_n;              /* stream entries in the id mapping */
     int64_t           res_cid[I3_RESULTS_MAX_STREAMS]; /* client's stream id of entry k */
     int64_t           res_sid[I3_RESULTS_MAX_STREAMS]; /* server's id of the stream it met */
+    bool              res_by_order;       /* entries mapped by the client's accept order */
     char              res_note[256];      /* what became of the per-stream results, for the
                                              test line ("" if nothing was tried) */
 };
@@ -625,7 +631,8 @@ static void server_leg_connected(void *arg, int fd, int err)
 }
 
 /* A client data connection of test t. */
-static void data_new(struct test *t, int fd, const struct sockaddr_storage *peer)
+static void data_new(struct test *t, int fd, const struct sockaddr_storage *peer,
+                     uint64_t accept_seq)
 {
     char who[ADDR_STR_MAX];
     if (t->nlegs[SIDE_CLIENT] >= I3_MAX_LEGS) {
@@ -652,6 +659,15 @@ static void data_new(struct test *t, int fd, const struct sockaddr_storage *peer
     t->legs[SIDE_CLIENT][idx] = cl;
     t->legs[SIDE_SERVER][idx] = sl;
     t->live_legs += 2;
+    /* the handshake's RTT sample (SYN-ACK to the ACK that completed it): the
+     * shim has sent nothing on it yet, so it is still the only one */
+    struct tcp_info ti;
+    socklen_t tl = sizeof(ti);
+    memset(&ti, 0, sizeof(ti));
+    getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl);
+    t->cl_seq[idx] = accept_seq;
+    t->cl_rtt[idx] = ti.tcpi_rtt;
+    t->cl_retrans[idx] = ti.tcpi_total_retrans;
 
     struct tcp_opts o = test_tcp_opts(t);
     tcp_opts_apply(fd, &(struct tcp_opts){ .bufsize = o.bufsize, .nodelay = o.nodelay });
@@ -956,33 +972,78 @@ static int results_replace(struct test *t, int d, const int64_t *from, const int
     return 0;
 }
 
-/* The client's results JSON is complete: map each of its stream entries to
- * the server stream it met.  Returns the number of ids that change (0: none),
- * or -1 with *why. */
-static int results_map(struct test *t, char *why, size_t whylen)
+/* The client's connections in the order it created them, when that is
+ * certain: order[k] = client leg of the client's k-th stream.  The client
+ * creates its streams one after another (connect, cookie, next connect), and
+ * the ACK completing stream k's handshake leaves before stream k+1's SYN, so
+ * the kernel completes the handshakes, and the shim accepts them, in creation
+ * order, whenever no handshake was held up: overtaking takes at least two
+ * round trips more than the path needs, which a lost ACK and cookie (a
+ * retransmission timeout, >= 200 ms) shows in the handshake's RTT sample.  A
+ * lost cookie alone delays only the cookie (data_new), not the accept.
+ * Returns 0 with order[] set, or -1 when some handshake may have been
+ * overtaken (RTT unknown, SYN-ACK retransmitted, or RTT >= 2 x the test's
+ * smallest + 1 ms). */
+static int client_creation_order(const struct test *t, int n, int *order)
 {
-    struct res_block *b = &t->res[FLOW_C2S];
-    struct i3_rstream ent[I3_RESULTS_MAX_STREAMS];
-    int map[I3_RESULTS_MAX_STREAMS], n;
+    uint32_t min = UINT32_MAX;
+    for (int k = 0; k < n; k++)
+        if (t->cl_rtt[k] < min)
+            min = t->cl_rtt[k];
+    for (int k = 0; k < n; k++) {
+        if (t->cl_rtt[k] == 0 || t->cl_retrans[k] > 0 ||
+            (uint64_t)t->cl_rtt[k] >= 2 * (uint64_t)min + 1000)
+            return -1;
+        order[k] = k;
+    }
+    for (int i = 1; i < n; i++)   /* by accept order */
+        for (int j = i; j > 0 && t->cl_seq[order[j - 1]] > t->cl_seq[order[j]]; j--) {
+            int x = order[j];
+            order[j] = order[j - 1];
+            order[j - 1] = x;
+        }
+    return 0;
+}
+
+/* Maps stream entries to relays by the client's creation order (see
+ * client_creation_order): entry i is the client's i-th stream.  Sending
+ * streams are checked against the bytes (exact after the fence).  Returns 0
+ * with map[] set, or -1 (order not certain, or the bytes disagree). */
+static int results_map_by_order(const struct test *t, const struct i3_rstream *ent, int n,
+                                int *map)
+{
+    int order[I3_RESULTS_MAX_STREAMS], relay_of[I3_MAX_LEGS];
+    if (client_creation_order(t, n, order) == -1)
+        return -1;
+    for (int k = 0; k < n; k++)
+        relay_of[k] = -1;
+    for (int i = 0; i < n; i++)
+        relay_of[t->pair_leg[i][SIDE_CLIENT]] = i;
+    for (int i = 0; i < n; i++) {
+        int cl = order[i];
+        if (cl >= n || relay_of[cl] < 0)
+            return -1;
+        map[i] = relay_of[cl];
+        bool sends = t->params.bidir ? i < t->params.parallel : !t->params.reverse;
+        uint64_t up = pair_bytes_now(t, map[i], FLOW_C2S);
+        if (sends && (up != ent[i].bytes || pair_bytes_now(t, map[i], FLOW_S2C) != 0))
+            return -1;
+        if (!sends && up != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Maps stream entries to relays by byte counts, sending and receiving
+ * streams apart (see results_match_group).  Returns 0 with map[] set, or -1
+ * with *why. */
+static int results_map_by_bytes(const struct test *t, const struct i3_rstream *ent, int n,
+                                int *map, char *why, size_t whylen)
+{
     int eg[2][I3_RESULTS_MAX_STREAMS], cg[2][I3_RESULTS_MAX_STREAMS];   /* [sender?][k] */
     int ne[2] = { 0, 0 }, nc[2] = { 0, 0 };
 
-    n = i3_results_streams((const char *)b->buf + 4, b->len - 4, ent, I3_RESULTS_MAX_STREAMS,
-                           why, whylen);
-    if (n == -1)
-        return -1;
-    if (n != t->nrelays || n == 0) {
-        snprintf(why, whylen, "%d stream entries, %d data connections relayed", n, t->nrelays);
-        return -1;
-    }
-    bool seen[I3_RESULTS_MAX_STREAMS] = { false };
     for (int i = 0; i < n; i++) {
-        int sl = t->pair_leg[i][SIDE_SERVER];
-        if (sl < 0 || sl >= n || seen[sl]) {
-            snprintf(why, whylen, "server connections not numbered 1..%d", n);
-            return -1;
-        }
-        seen[sl] = true;
         /* the client lists its streams in creation order: with --bidir P
          * senders then P receivers, with -R receivers only */
         bool sends = t->params.bidir ? i < t->params.parallel : !t->params.reverse;
@@ -1004,6 +1065,42 @@ static int results_map(struct test *t, char *why, size_t whylen)
         if (results_match_group(t, ent, eg[g], cg[g], ne[g], g == 1, map, why, whylen) == -1)
             return -1;
     }
+    return 0;
+}
+
+/* The client's results JSON is complete: map each of its stream entries to
+ * the server stream it met.  Returns the number of ids that change (0: none),
+ * or -1 with *why. */
+static int results_map(struct test *t, char *why, size_t whylen)
+{
+    struct res_block *b = &t->res[FLOW_C2S];
+    struct i3_rstream ent[I3_RESULTS_MAX_STREAMS];
+    int map[I3_RESULTS_MAX_STREAMS], n;
+
+    n = i3_results_streams((const char *)b->buf + 4, b->len - 4, ent, I3_RESULTS_MAX_STREAMS,
+                           why, whylen);
+    if (n == -1)
+        return -1;
+    if (n != t->nrelays || n == 0) {
+        snprintf(why, whylen, "%d stream entries, %d data connections relayed", n, t->nrelays);
+        return -1;
+    }
+    bool seen[I3_RESULTS_MAX_STREAMS] = { false };
+    for (int i = 0; i < n; i++) {
+        int sl = t->pair_leg[i][SIDE_SERVER];
+        if (sl < 0 || sl >= n || seen[sl]) {
+            snprintf(why, whylen, "server connections not numbered 1..%d", n);
+            return -1;
+        }
+        seen[sl] = true;
+        if (t->pair_leg[i][SIDE_CLIENT] < 0 || t->pair_leg[i][SIDE_CLIENT] >= n) {
+            snprintf(why, whylen, "client connections not numbered 1..%d", n);
+            return -1;
+        }
+    }
+    t->res_by_order = results_map_by_order(t, ent, n, map) == 0;
+    if (!t->res_by_order && results_map_by_bytes(t, ent, n, map, why, whylen) == -1)
+        return -1;
     /* Both ends number streams alike (1, 3, 4, ... in creation or accept
      * order): the server's k-th stream has the id of the client's k-th entry. */
     int moved = 0;
@@ -1033,16 +1130,16 @@ static void results_finish(struct test *t, int d)
         if (moved == 0) {
             t->res[d].state = RES_DONE;
             relay_release(t->ctrl, d);
-            snprintf(t->res_note, sizeof(t->res_note), "%d streams matched by bytes, ids as "
-                     "they were", t->res_n);
+            snprintf(t->res_note, sizeof(t->res_note), "%d streams matched by %s, ids as "
+                     "they were", t->res_n, t->res_by_order ? "accept order" : "bytes");
             return;
         }
         if (results_replace(t, d, t->res_cid, t->res_sid, t->res_n, why, sizeof(why)) == -1) {
             results_leave(t, d, why);
             return;
         }
-        snprintf(t->res_note, sizeof(t->res_note), "%d of %d stream ids renumbered (client's "
-                 "JSON)", moved, t->res_n);
+        snprintf(t->res_note, sizeof(t->res_note), "%d of %d stream ids renumbered (matched by "
+                 "%s; client's JSON)", moved, t->res_n, t->res_by_order ? "accept order" : "bytes");
         log_info("test %s: per-stream results: %d of %d client streams met another server "
                  "stream than their id says: ids renumbered both ways", t->id, moved, t->res_n);
         results_hold(t, FLOW_S2C);   /* the server's results come next: the inverse */
@@ -1299,12 +1396,12 @@ static void test_new(struct ev_loop *loop, int fd, const struct sockaddr_storage
 }
 
 void i3_accept(struct ev_loop *loop, int fd, const struct sockaddr_storage *peer,
-               const uint8_t cookie[I3_COOKIE_SIZE])
+               const uint8_t cookie[I3_COOKIE_SIZE], uint64_t accept_seq)
 {
     for (struct test *t = tests; t; t = t->next) {
         if (!t->ctrl_done && t->failure == NULL && t->ctrl != NULL &&
             memcmp(t->cookie, cookie, I3_COOKIE_SIZE) == 0) {
-            data_new(t, fd, peer);
+            data_new(t, fd, peer, accept_seq);
             return;
         }
     }

@@ -36,9 +36,11 @@
 
 /* Takes ownership of a client connection whose first bytes were a complete
  * iperf3 cookie: a new control connection, or a data connection of a test
- * in progress. */
+ * in progress.  accept_seq numbers connections in the order they were
+ * accepted (the kernel's order of completed handshakes), which may differ
+ * from the order their cookies arrived in. */
 void i3_accept(struct ev_loop *loop, int fd, const struct sockaddr_storage *peer,
-               const uint8_t cookie[I3_COOKIE_SIZE]);
+               const uint8_t cookie[I3_COOKIE_SIZE], uint64_t accept_seq);
 
 /* Tests alive (control connection open or data still draining). */
 int  i3_live_tests(void);

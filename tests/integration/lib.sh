@@ -131,6 +131,9 @@ it_iperf3_json() {
 #  --s2c-min R                    server-to-client direction: received >= R x sent
 #  --stream-min R                 every stream (as iperf3 paired them by id): receiver >= R x
 #                                 sender, and receiver <= sender whatever --per-stream-note says
+#  --c2s-stream-min R             the same for the streams the client sends on only (those the
+#                                 fence makes exact; server->client streams lose what is in
+#                                 flight at TEST_END, ~10 % at -t 1)
 # TCP relation asserted (measured on direct 3.12 runs): receiver bytes <= sender
 # bytes in each direction, and sender - receiver <= what can sit in socket buffers
 # (per stream 2*(tcp_wmem max + tcp_rmem max) + 8 MiB of relay buffers).
@@ -141,7 +144,7 @@ import json, sys
 args = sys.argv[1:]
 f = args.pop(0)
 mode, P, timed, sent, omit, srvout, psnote = "default", 1, False, None, False, False, False
-c2s_min, s2c_min, stream_min = None, None, None
+c2s_min, s2c_min, stream_min, c2s_stream_min = None, None, None, None
 while args:
     a = args.pop(0)
     if a == "--mode": mode = args.pop(0)
@@ -154,6 +157,7 @@ while args:
     elif a == "--c2s-min": c2s_min = float(args.pop(0))
     elif a == "--s2c-min": s2c_min = float(args.pop(0))
     elif a == "--stream-min": stream_min = float(args.pop(0))
+    elif a == "--c2s-stream-min": c2s_stream_min = float(args.pop(0))
     else: sys.exit("it_iperf3_check: bad option " + a)
 def sysctl_max(name):
     try:
@@ -213,11 +217,14 @@ for st in streams:
     if not omit and rb > sb:
         msg = ("per-stream: client socket %s: receiver %d > sender %d (iperf3 matched this stream "
                "by id with another connection's counters)" % (sid, rb, sb))
-        if psnote and stream_min is None: notes.append(msg)
+        if psnote and stream_min is None and c2s_stream_min is None: notes.append(msg)
         else: bad.append(msg)
-    if stream_min is not None and sb > 0 and rb < stream_min * sb:
+    smin = stream_min
+    if smin is None and snd.get("sender", mode != "reverse"):
+        smin = c2s_stream_min
+    if smin is not None and sb > 0 and rb < smin * sb:
         bad.append("per-stream: client socket %s: receiver %d < %.2f x sender %d (ratio %.4f)"
-                   % (sid, rb, stream_min, sb, rb / sb))
+                   % (sid, rb, smin, sb, rb / sb))
 if srvout:
     so = d.get("server_output_text") or json.dumps(d.get("server_output_json", ""))
     if "receiver" not in so and "sender" not in so: bad.append("no server output (server_output_text=%r)" % so[:200])

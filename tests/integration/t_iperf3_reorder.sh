@@ -13,11 +13,14 @@
 # Topology (netns.sh): client ns -- gateway ns (shim) -- server ns, with the
 # race's drop rule (p = 0.5 on packets 2-3 of every connection to the port) on
 # the client's OUTPUT (client -> shim) and the gateway's OUTPUT (shim ->
-# server).  For each of -P 4, -R -P 4 and --bidir -P 2 (-t 2), REORDER_RUNS
+# server).  For each of -P 4, -R -P 4 and --bidir -P 2 (-t 4), REORDER_RUNS
 # (8) runs through the shim, each asserting:
 #   - every stream (as iperf3 paired them by id): receiver <= sender and
 #     receiver >= 90 % of sender;
-#   - client to server in all: received >= 99 % of sent (end-of-test fence);
+#   - client to server in all: received >= 95 % of sent.  The end-of-test fence
+#     makes the server acknowledge every byte before TEST_END, but what is still
+#     in its receive queue then is not counted (directly as well): up to 2.6 %
+#     measured here at -t 4;
 #   - the shim's test line: no fence timeout.
 # And over all runs: connections were really reordered, i.e. the shim
 # renumbered stream ids in at least one run ("ids renumbered" in its log), and
@@ -56,12 +59,12 @@ for spec in "P4|-P 4|default|4" "R-P4|-R -P 4|reverse|4" "bidir-P2|--bidir -P 2|
         out=$IT_TMP/$name-$i.json
         before=$(wc -l <"$LOG")
         # shellcheck disable=SC2086
-        timeout 40 ip netns exec "$NS_C" iperf3 -J -c "$NS_GC4" -p "$PORT" -t 2 $args >"$out" 2>"$out.err"
+        timeout 40 ip netns exec "$NS_C" iperf3 -J -c "$NS_GC4" -p "$PORT" -t 4 $args >"$out" 2>"$out.err"
         runs=$((runs + 1))
         it_wait_log_count "$LOG" 'test [^ ]+: client .* mode .* streams' "$(( $(it_shim_test_lines "$LOG" | wc -l) + 1 ))" 5 ||
             true
         tline=$(tail -n +"$((before + 1))" "$LOG" | it_shim_test_lines /dev/stdin | tail -n 1)
-        res=$(it_iperf3_check "$out" --mode "$mode" -P "$P" --timed --stream-min 0.9 --c2s-min 0.99)
+        res=$(it_iperf3_check "$out" --mode "$mode" -P "$P" --timed --stream-min 0.9 --c2s-min 0.95)
         ok=$?
         case $tline in
             *"ids renumbered"*) renumbered=$((renumbered + 1)); how=renumbered;;
