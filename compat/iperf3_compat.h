@@ -56,6 +56,10 @@ bool i3_closes_ctrl_with_half_close(int major, int minor);
 #define I3_ERR_RECVPARAMS 114   /* IERECVPARAMS: what such a server then sends */
 uint32_t i3_server_params_cap(int major, int minor);
 
+/* IEMAXSERVERTESTDURATIONEXCEEDED: what a 3.20+ server with
+ * --server-max-duration sends for a longer -t (the shim's --max-duration). */
+#define I3_ERR_MAX_DURATION 37
+
 /* Returns true when that server sets a flag parameter ("reverse",
  * "bidirectional", "udp", ...) only for the JSON type it expects (3.18+,
  * iperf_cJSON_GetObjectItemType in get_parameters); false when the mere

@@ -130,6 +130,9 @@ struct test {
     int               live_relays;        /* relays still running */
     ev_timer          role_timer;         /* --role-timeout after TEST_RUNNING */
     ev_timer          params_timer;       /* --handshake-timeout for the client's parameters */
+    ev_timer          limit_timer;        /* --max-duration: ends a refused test, or one that
+                                             runs past the limit */
+    bool              refused;            /* refused for --max-duration (SERVER_ERROR 37 sent) */
     int               busy;               /* > 0 while iterating: defer freeing */
     bool              in_inspect;         /* inside the control relay's inspect hook */
     const char       *failure;            /* why the shim closed the test, NULL if it did not */
@@ -236,14 +239,17 @@ static void test_log_end(struct test *t)
         snprintf(bytes, sizeof(bytes), "bytes client->server %" PRIu64 ", server->client %"
                  PRIu64, t->bytes[0], t->bytes[1]);
     char fence[128];
-    log_info("test %s: client %s, server %s, mode %s, streams %d%s, roles %s, %s, %s%s%s%s",
-             t->id, addr_s(&t->client, c), addr_s(&t->server, s),
-             t->have_params ? i3_params_mode(&t->params) : "unknown",
-             t->have_params ? t->params.parallel : t->nlegs[SIDE_CLIENT],
-             t->have_params && t->params.bidir ? " each way" : "",
-             roles_text(t, roles, sizeof(roles)), bytes, outcome,
-             fence_text(t, fence, sizeof(fence)), t->res_note[0] ? ", results: " : "",
-             t->res_note);
+    bool failed = t->denied || t->failure != NULL || t->server_gone != NULL ||
+                  (t->server_error && !t->err_after_results);
+    log_msg(failed ? LOG_WARN : LOG_INFO,
+            "test %s: client %s, server %s, mode %s, streams %d%s, roles %s, %s, %s%s%s%s",
+            t->id, addr_s(&t->client, c), addr_s(&t->server, s),
+            t->have_params ? i3_params_mode(&t->params) : "unknown",
+            t->have_params ? t->params.parallel : t->nlegs[SIDE_CLIENT],
+            t->have_params && t->params.bidir ? " each way" : "",
+            roles_text(t, roles, sizeof(roles)), bytes, outcome,
+            fence_text(t, fence, sizeof(fence)), t->res_note[0] ? ", results: " : "",
+            t->res_note);
 }
 
 /* The test as the status page and the stats see it. */
@@ -310,6 +316,7 @@ static void test_maybe_free(struct test *t)
     }
     ev_timer_stop(t->loop, &t->role_timer);
     ev_timer_stop(t->loop, &t->params_timer);
+    ev_timer_stop(t->loop, &t->limit_timer);
     ev_timer_stop(t->loop, &t->fence_timer);
     free(t->res[FLOW_C2S].buf);
     free(t->res[FLOW_S2C].buf);
@@ -528,6 +535,50 @@ static void try_pair(struct test *t)
                 t->legs[s][i]->role = ROLE_RECEIVER;
     ev_timer_stop(t->loop, &t->role_timer);
     pair_by_role(t);
+}
+
+#define DURATION_GRACE 5.0   /* s: a running test may exceed --max-duration by this much */
+
+/* --max-duration: a refused test is closed (its SERVER_ERROR was sent to the
+ * client: a FIN follows it), or a test runs past the limit plus a grace (a
+ * -n or -k test, whose length the parameters do not bound). */
+static void limit_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop; (void)revents;
+    struct test *t = w->data;
+    if (t->refused) {
+        t->failure = "refused: the client asked for more than --max-duration";
+        t->busy++;
+        if (t->ctrl)
+            relay_abort(t->ctrl, false);
+        t->busy--;
+        test_maybe_free(t);
+        return;
+    }
+    test_fail(t, "the test ran past --max-duration");
+}
+
+/* The client asked for -t above --max-duration (from the inspect hook of its
+ * parameters): it gets what an iperf3 3.20+ server with --server-max-duration
+ * answers, SERVER_ERROR 37, for servers of any version; the parameters are
+ * held back, so the server never starts the test, and the test is closed
+ * from the loop (closing from inside the hook would reset the client's
+ * connection before it reads the error). */
+static void refuse_duration(struct test *t)
+{
+    char who[ADDR_STR_MAX];
+    const uint8_t msg[9] = { (uint8_t)I3_SERVER_ERROR, 0, 0, 0, I3_ERR_MAX_DURATION, 0, 0, 0, 0 };
+    relay_hold(t->ctrl, FLOW_C2S, 0, 0);
+    if (send(t->ctrl->fd[SIDE_CLIENT], msg, sizeof(msg), MSG_NOSIGNAL) != (ssize_t)sizeof(msg))
+        log_debug("test %s: the refusal did not reach the client: %s", t->id, strerror(errno));
+    log_warn("test %s: client %s asks for -t %" PRId64 " s, above --max-duration %g s: refused "
+             "(SERVER_ERROR %d, as from iperf3 3.20's --server-max-duration)", t->id,
+             addr_s(&t->client, who), t->params.time, t->svc->cfg.max_duration,
+             I3_ERR_MAX_DURATION);
+    t->refused = true;
+    ev_timer_stop(t->loop, &t->params_timer);
+    ev_timer_set(&t->limit_timer, 0, 0);
+    ev_timer_start(t->loop, &t->limit_timer);
 }
 
 static void params_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -1321,6 +1372,10 @@ static void on_server_state(struct test *t, int8_t st)
     case I3_TEST_RUNNING:
         t->running = true;
         t->running_at = ev_now(t->loop);
+        if (t->svc->cfg.max_duration > 0) {   /* -n/-k tests are bounded at run time */
+            ev_timer_set(&t->limit_timer, t->svc->cfg.max_duration + DURATION_GRACE, 0);
+            ev_timer_start(t->loop, &t->limit_timer);
+        }
         if (hold_mode(t)) {
             ev_timer_set(&t->role_timer, t->svc->cfg.role_timeout, 0);
             ev_timer_start(t->loop, &t->role_timer);
@@ -1418,6 +1473,8 @@ static int ctrl_inspect(void *arg, int from, const uint8_t *buf, size_t len)
                                        &why) == 0) {
                     char who[ADDR_STR_MAX];
                     t->have_params = true;
+                    if (cfg->max_duration > 0 && t->params.time > cfg->max_duration)
+                        refuse_duration(t);
                     log_debug("test %s: client %s (iperf3 %s) asks for %s, %d stream(s)", t->id,
                               addr_s(&t->client, who), t->params.client_version[0] ?
                               t->params.client_version : "before 3.1",
@@ -1556,6 +1613,8 @@ static void test_new(struct service *svc, int fd, const struct sockaddr_storage 
     t->role_timer.data = t;
     ev_init(&t->params_timer, params_timeout_cb);
     t->params_timer.data = t;
+    ev_init(&t->limit_timer, limit_timeout_cb);
+    t->limit_timer.data = t;
     ev_init(&t->fence_timer, fence_timer_cb);
     t->fence_timer.data = t;
     i3_ctrl_init(&t->parser, t->svc->cfg.params_max, t->svc->cfg.results_max);
