@@ -3,6 +3,7 @@
 #include "compat/iperf3_compat.h"
 
 #include "proxy/connect.h"
+#include "proxy/end_reason.h"
 #include "proxy/log.h"
 #include "proxy/net.h"
 #include "proxy/relay.h"
@@ -43,6 +44,17 @@ enum fence_state {
     FENCE_HOLDING,      /* TEST_END held, data being flushed */
     FENCE_DONE,         /* everything acknowledged; TEST_END passed on */
     FENCE_TIMED_OUT,    /* --fence-timeout hit; TEST_END passed on anyway */
+};
+
+/* Where a test is.  Data connections and their relays live beside the
+ * control connection: a test is freed once it is TEST_CLOSED and they are
+ * gone too (test_maybe_free). */
+enum test_state {
+    TEST_CONNECTING = 0,  /* upstream control connect in progress; cfd is the client */
+    TEST_SETUP,           /* control relayed: parameters, stream creation */
+    TEST_RUNNING,         /* the server said TEST_RUNNING */
+    TEST_ENDING,          /* the client sent TEST_END: fence, results exchange */
+    TEST_CLOSED,          /* the control connection is finished (ctrl NULL, cfd -1) */
 };
 
 struct test;
@@ -93,15 +105,13 @@ struct test {
     socklen_t         server_len;         /* its length */
     int               cfd;                /* client control fd until its relay exists */
     struct connector  ctrl_conn;          /* upstream control connect */
-    bool              ctrl_connecting;    /* ctrl_conn in progress */
+    enum test_state   state;              /* see enum test_state */
     struct relay     *ctrl;               /* control relay, NULL before/after */
-    bool              ctrl_done;          /* control connection finished */
     enum relay_end    ctrl_end;           /* how it finished */
     struct i3_ctrl    parser;             /* control channel observer */
     struct i3_params  params;             /* from the client's parameters */
     bool              have_params;        /* params valid */
     int8_t            server_state;       /* last state byte from the server */
-    bool              running;            /* TEST_RUNNING seen */
     bool              denied;             /* ACCESS_DENIED seen */
     bool              server_error;       /* SERVER_ERROR seen */
     int32_t           err_code, err_errno;/* its codes */
@@ -136,10 +146,10 @@ struct test {
     int               busy;               /* > 0 while iterating: defer freeing */
     bool              in_inspect;         /* inside the control relay's inspect hook */
     const char       *failure;            /* why the shim closed the test, NULL if it did not */
+    struct end_reason end;                /* socket-level cause of its end, if any */
     const char       *server_gone;        /* how the server left before the end of the test
                                              (logged), NULL if it did not */
     bool              client_quit;        /* the client ended first (CLIENT_TERMINATE, FIN) */
-    bool              client_ended;       /* the client sent TEST_END: streams may close */
     uint64_t          bytes[2];           /* data bytes delivered c2s, s2c */
     uint64_t          ctrl_bytes[2];      /* control bytes delivered c2s, s2c */
     struct activity   act;                /* shared by all relays of the test */
@@ -229,6 +239,8 @@ static void test_log_end(struct test *t)
         snprintf(outcome, sizeof(outcome), "closed by the shim: %s", t->failure);
     else if (t->server_gone)
         snprintf(outcome, sizeof(outcome), "the server %s", t->server_gone);
+    else if (t->end.cause != END_NONE)
+        end_reason_str(&t->end, &t->server, outcome, sizeof(outcome));
     else
         snprintf(outcome, sizeof(outcome), "control %s", relay_end_str(t->ctrl_end));
     char bytes[96];
@@ -240,7 +252,7 @@ static void test_log_end(struct test *t)
                  PRIu64, t->bytes[0], t->bytes[1]);
     char fence[128];
     bool failed = t->denied || t->failure != NULL || t->server_gone != NULL ||
-                  (t->server_error && !t->err_after_results);
+                  t->end.cause != END_NONE || (t->server_error && !t->err_after_results);
     log_msg(failed ? LOG_WARN : LOG_INFO,
             "test %s: client %s, server %s, mode %s, streams %d%s, roles %s, %s, %s%s%s%s",
             t->id, addr_s(&t->client, c), addr_s(&t->server, s),
@@ -276,9 +288,11 @@ static void test_info(const struct test *t, struct test_info *i)
         }
     }
     i->repaired = t->repaired;
-    i->ok = !t->denied && !t->server_error && t->failure == NULL;
-    if (!t->ctrl_done)
-        snprintf(i->outcome, sizeof(i->outcome), "%s", t->running ? "running" : "starting");
+    i->ok = !t->denied && !(t->server_error && !t->err_after_results) && t->failure == NULL &&
+            t->server_gone == NULL && t->end.cause == END_NONE;
+    if (t->state != TEST_CLOSED)
+        snprintf(i->outcome, sizeof(i->outcome), "%s", t->state == TEST_RUNNING ? "running"
+                 : t->state == TEST_ENDING ? "ending" : "starting");
     else if (t->denied)
         snprintf(i->outcome, sizeof(i->outcome), "server busy (ACCESS_DENIED)");
     else if (t->server_error)
@@ -301,7 +315,7 @@ void i3_running(const struct service *svc, test_info_fn fn, void *arg)
 /* Frees the test once nothing of it is alive. */
 static void test_maybe_free(struct test *t)
 {
-    if (t->busy > 0 || !t->ctrl_done || t->ctrl_connecting || t->live_legs > 0 ||
+    if (t->busy > 0 || t->state != TEST_CLOSED || t->live_legs > 0 ||
         t->live_relays > 0)
         return;
     test_log_end(t);
@@ -360,11 +374,11 @@ static void test_fail(struct test *t, const char *why)
             relay_abort(t->relays[i], true);
     if (t->ctrl && !t->in_inspect)   /* from inside, ctrl_inspect ends it */
         relay_abort(t->ctrl, true);
-    if (t->ctrl_connecting) {
+    if (t->state == TEST_CONNECTING) {
         connector_cancel(&t->ctrl_conn);
-        t->ctrl_connecting = false;
         net_close_reset(t->cfd);
-        t->ctrl_done = true;
+        t->cfd = -1;
+        t->state = TEST_CLOSED;
     }
     t->busy--;
     test_maybe_free(t);
@@ -396,7 +410,7 @@ static void data_done(void *arg, struct relay *r, enum relay_end how)
     t->bytes[FLOW_C2S] += r->f[FLOW_C2S].bytes;
     t->bytes[FLOW_S2C] += r->f[FLOW_S2C].bytes;
     /* the server closes its streams only after the client's TEST_END */
-    if (r->err_side == SIDE_SERVER && !t->client_ended &&
+    if (r->err_side == SIDE_SERVER && t->state < TEST_ENDING &&
         (how == RELAY_END_RESET || how == RELAY_END_ERROR || r->reset_absorbed))
         server_left(t, "reset a data connection during the test");
     for (int i = 0; i < t->nrelays; i++) {
@@ -507,7 +521,7 @@ static void pair_by_role(struct test *t)
 /* Decides roles when enough is known; pairs when both sides are decided. */
 static void try_pair(struct test *t)
 {
-    if (!hold_mode(t) || !t->running)
+    if (!hold_mode(t) || t->state < TEST_RUNNING)
         return;
     int P = t->params.parallel, want = 2 * P, senders[2] = { 0, 0 };
     for (int s = 0; s < 2; s++) {
@@ -1370,7 +1384,8 @@ static void on_server_state(struct test *t, int8_t st)
     t->server_state = st;
     switch (st) {
     case I3_TEST_RUNNING:
-        t->running = true;
+        if (t->state < TEST_RUNNING)
+            t->state = TEST_RUNNING;
         t->running_at = ev_now(t->loop);
         if (t->svc->cfg.max_duration > 0) {   /* -n/-k tests are bounded at run time */
             ev_timer_set(&t->limit_timer, t->svc->cfg.max_duration + DURATION_GRACE, 0);
@@ -1497,7 +1512,7 @@ static int ctrl_inspect(void *arg, int from, const uint8_t *buf, size_t len)
                 if (ev.state == I3_CLIENT_TERMINATE)
                     t->client_quit = true;
                 else
-                    t->client_ended = true;
+                    t->state = TEST_ENDING;
                 results_snapshot(t);
                 fence_begin(t, off - 1, ev.state);   /* off is past the state byte */
             }
@@ -1530,7 +1545,8 @@ static void ctrl_done(void *arg, struct relay *r, enum relay_end how)
     t->ctrl_bytes[0] = r->f[0].bytes;
     t->ctrl_bytes[1] = r->f[1].bytes;
     t->ctrl = NULL;
-    t->ctrl_done = true;
+    end_reason_from_relay(&t->end, r, how);
+    t->state = TEST_CLOSED;
     relay_free(r);
     /* the test is over: whatever data connection is left goes with it */
     t->busy++;
@@ -1548,15 +1564,12 @@ static void ctrl_done(void *arg, struct relay *r, enum relay_end how)
 static void ctrl_connected(void *arg, int ufd, int err)
 {
     struct test *t = arg;
-    char c[ADDR_STR_MAX], s[ADDR_STR_MAX];
 
-    t->ctrl_connecting = false;
     if (ufd < 0) {
-        log_warn("test %s: cannot reach server %s for client %s: %s", t->id,
-                 addr_s(&t->server, s), addr_s(&t->client, c), strerror(err));
+        end_reason_set(&t->end, END_CONNECT_FAILED, err, NULL);
         net_close_reset(t->cfd);
-        t->failure = "server unreachable";
-        t->ctrl_done = true;
+        t->cfd = -1;
+        t->state = TEST_CLOSED;
         test_maybe_free(t);
         return;
     }
@@ -1580,12 +1593,14 @@ static void ctrl_connected(void *arg, int ufd, int err)
         }
         close(ufd);
         net_close_reset(t->cfd);
-        t->failure = "out of memory";
-        t->ctrl_done = true;
+        t->cfd = -1;
+        end_reason_set(&t->end, END_RESOURCES, ENOMEM, "control relay");
+        t->state = TEST_CLOSED;
         test_maybe_free(t);
         return;
     }
     t->cfd = -1;
+    t->state = TEST_SETUP;
     relay_start(t->ctrl);   /* may end (and free t) at once */
 }
 
@@ -1626,14 +1641,13 @@ static void test_new(struct service *svc, int fd, const struct sockaddr_storage 
 
     char who[ADDR_STR_MAX];
     log_debug("test %s: control connection from %s", t->id, addr_s(peer, who));
-    t->ctrl_connecting = true;
+    t->state = TEST_CONNECTING;
     if (connector_start(&t->ctrl_conn, t->loop, &t->server, t->server_len, NULL,
                         t->svc->cfg.connect_timeout, ctrl_connected, t) == -1) {
-        log_warn("test %s: no socket for the server connection: %s", t->id, strerror(errno));
-        t->ctrl_connecting = false;
+        end_reason_set(&t->end, END_RESOURCES, errno, "no socket for the server connection");
         close(fd);
-        t->failure = "no socket";
-        t->ctrl_done = true;
+        t->cfd = -1;
+        t->state = TEST_CLOSED;
         test_maybe_free(t);
     }
 }
@@ -1656,7 +1670,7 @@ void i3_accept(struct service *svc, int fd, const struct sockaddr_storage *peer,
                const uint8_t cookie[I3_COOKIE_SIZE], uint64_t accept_seq)
 {
     for (struct test *t = svc->tests; t; t = t->next) {
-        if (!t->ctrl_done && t->failure == NULL && t->ctrl != NULL &&
+        if (t->state != TEST_CLOSED && t->failure == NULL && t->ctrl != NULL &&
             memcmp(t->cookie, cookie, I3_COOKIE_SIZE) == 0) {
             data_new(t, fd, peer, accept_seq);
             return;
