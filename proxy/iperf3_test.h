@@ -13,6 +13,7 @@
 #define IPERF_SHIM_PROXY_IPERF3_TEST_H
 
 #include "compat/iperf3_compat.h"
+#include "protocol/iperf3_params.h"
 #include "protocol/iperf3_results.h"
 #include "proxy/connect.h"
 #include "proxy/end_reason.h"

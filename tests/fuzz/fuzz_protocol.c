@@ -22,6 +22,7 @@
 #include "protocol/detect.h"
 #include "protocol/iperf2.h"
 #include "protocol/iperf3_ctrl.h"
+#include "protocol/iperf3_params.h"
 
 #include <stdint.h>
 #include <stdlib.h>

@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include "protocol/iperf3_ctrl.h"
+#include "protocol/iperf3_params.h"
 
 /* ---- captured data ---------------------------------------------------- */
 
