@@ -60,7 +60,6 @@ if [ $HAVE6 = 1 ]; then
     SHIM6_PID=$SHIM_PID
 fi
 SHIM6_LOG=$IT_TMP/shim6.log
-sleep 0.3
 FD4=$(it_fd_count "$SHIM4_PID")
 [ -n "$SHIM6_PID" ] && FD6=$(it_fd_count "$SHIM6_PID")
 
