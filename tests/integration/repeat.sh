@@ -4,8 +4,9 @@
 #   TEST  a t_*.sh name, with or without .sh, or a path
 #   N     runs (default 10)
 # The shim under test is $SHIM if set, else ./iperf-shim at the top of this tree.
-# One line per run: verdict and duration; for a failed run its "FAIL" lines and the last
-# 30 lines of its output.  Every failed run's whole output is kept in a directory named at
+# One line per run: verdict and duration, then the run's "# NOTE", "# SERVER FAULT" and
+# "# summary" lines (a pass that needed a server restart says so); for a failed run its
+# "FAIL" lines and the last 30 lines of its output.  Every failed run's whole output is kept in a directory named at
 # the end.  Ends with "TEST: P passed of N (F failed, S skipped)"; exit 0 only when no
 # run failed.
 set -u
@@ -27,10 +28,12 @@ for i in $(seq "$n"); do
     start=$SECONDS
     bash "$t" >"$log" 2>&1; rc=$?
     dur=$((SECONDS - start))
+    notes=$(grep -E '^# (NOTE|SERVER FAULT|summary)' "$log" | sed 's/^/    /')
     case $rc in
-        0)  pass=$((pass + 1)); echo "run $i/$n: PASS $name (${dur}s)"; rm -f "$log";;
+        0)  pass=$((pass + 1)); echo "run $i/$n: PASS $name (${dur}s)"; [ -n "$notes" ] && echo "$notes"; rm -f "$log";;
         77) skip=$((skip + 1)); echo "run $i/$n: SKIP $name (${dur}s): $(tail -n 1 "$log")"; rm -f "$log";;
         *)  fail=$((fail + 1)); echo "run $i/$n: FAIL $name (rc=$rc, ${dur}s), output in $log"
+            [ -n "$notes" ] && echo "$notes"
             grep -E '^FAIL' "$log" | sed 's/^/    ! /'
             tail -n 30 "$log" | sed 's/^/    | /';;
     esac
