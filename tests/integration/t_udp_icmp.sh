@@ -444,7 +444,7 @@ shim_client() {
     case $line in
         *"Server Report relayed"*)
             show_tail "$IT_TMP/$label.log"; show_tail "$slog" 20
-            it_fail "$label: the shim relayed the Server Report but the client has none (reply ${REPLY_MS} ms, window ${ACK_WINDOW_MS} ms): shim bug";;
+            it_fail "$label: the shim relayed the Server Report but the client has none ($FINS FINs sent, the ack window is $ACK_WINDOW_FINS): shim bug";;
         *"Server Report never came"*)
             local dead=0
             kill -0 "$SRV_PID" 2>/dev/null || dead=1
