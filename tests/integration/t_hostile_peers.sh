@@ -145,8 +145,7 @@ log_has_line() {
 # wait_running: poll (10 s at most) until the server's sockets have received more than
 # 1 MiB: the test's data streams are flowing, so the server is past CREATE_STREAMS.
 wait_running() {
-    local i
-    for i in $(seq 200); do
+    for _ in $(seq 200); do
         [ "$(ss -Htni state established "( sport = :$SRV )" | grep -o 'bytes_received:[0-9]*' |
              awk -F: '{ s += $2 } END { print s + 0 }')" -gt 1048576 ] && return 0
         sleep 0.05
@@ -157,8 +156,7 @@ wait_running() {
 # (none established or half-closed on its port): it has closed everything of the
 # previous test or peer and answers the next connection as a new test.
 wait_server_idle() {
-    local i
-    for i in $(seq 200); do
+    for _ in $(seq 200); do
         [ -z "$(ss -Htn state established state close-wait "( sport = :$SRV )")" ] && return 0
         sleep 0.05
     done

@@ -56,8 +56,7 @@ normal_test() {
 # wait_running PORT: poll (10 s at most) until the server on PORT has received more than
 # 1 MiB on its sockets: the test's data is flowing, the server is past CREATE_STREAMS.
 wait_running() {
-    local i
-    for i in $(seq 200); do
+    for _ in $(seq 200); do
         [ "$(ss -Htni state established "( sport = :$1 )" | grep -o 'bytes_received:[0-9]*' |
              awk -F: '{ s += $2 } END { print s + 0 }')" -gt 1048576 ] && return 0
         sleep 0.05
