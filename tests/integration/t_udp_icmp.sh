@@ -64,14 +64,17 @@
 #     up.  (Then IPv6 through the shim with UDPICMP_SHIM6_CLIENTS clients.)
 #
 # A client without a report is never retried blindly.  Through the shim, the test waits
-# for the shim's end line of that client's flow: "Server Report relayed" means the shim
-# lost it (fail); "never came" with the server's own log showing that flow unfinished (no
-# report line) or the server dead without the injector having fired, is a server fault:
+# for the shim's end line of that client's flow: "Server Report relayed" while the client
+# still sent FINs means the shim lost it (fail); relayed only after the client had given
+# up (a whole window of FINs, none answered by the shim) means the server was late; and
+# "never came" with the server's own log showing that flow unfinished (no report line)
+# or the server dead without the injector having fired: those two are server faults:
 # one line says so, the server is restarted and that client runs once more.  Directly,
 # a first client without a report and an unfinished flow in the server's log is the same
 # server fault, and the phase runs once more.  A second server fault in a run fails.
 #
-# Tunables: UDPICMP_DELAY (W/6), UDPICMP_GAP (3 s), UDPICMP_DIRECT_CLIENTS (3),
+# Tunables: UDPICMP_DELAY (W/6), UDPICMP_GAP (3 s), UDPICMP_DIRECT_CLIENTS (3; phase 2
+# runs up to 3 more),
 # UDPICMP_SHIM_CLIENTS (12, at least 12 for a pass), UDPICMP_SHIM6_CLIENTS (3),
 # UDPICMP_V6 (1), UDPICMP_LINGER (5), UDPICMP_DIRECT_ONLY=1 (stop after phase 2, pass),
 # UDPICMP_TOOLS (directory with nfq_delay and libwinsock_udp.so, default build/tools).
