@@ -74,9 +74,9 @@
 # server fault, and the phase runs once more.  A second server fault in a run fails.
 #
 # Tunables: UDPICMP_DELAY (W/6), UDPICMP_GAP (3 s), UDPICMP_DIRECT_CLIENTS (3; phase 2
-# runs up to 3 more),
-# UDPICMP_SHIM_CLIENTS (12, at least 12 for a pass), UDPICMP_SHIM6_CLIENTS (3),
-# UDPICMP_V6 (1), UDPICMP_LINGER (5), UDPICMP_DIRECT_ONLY=1 (stop after phase 2, pass),
+# runs up to 3 more), UDPICMP_SHIM_CLIENTS (12, at least 12 for a pass),
+# UDPICMP_SHIM6_CLIENTS (3), UDPICMP_V6 (1), UDPICMP_LINGER (5),
+# UDPICMP_DIRECT_ONLY=1 (stop after phase 2, pass),
 # UDPICMP_TOOLS (directory with nfq_delay and libwinsock_udp.so, default build/tools).
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
