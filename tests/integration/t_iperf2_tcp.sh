@@ -102,11 +102,17 @@ check_case() {
     # the client's main connection port(s): every id with a connect line whose peer is the shim
     local ports
     ports=$(awk -v sp="$P_SHIM" '$4 == sp && $1 !~ /^\*/ && $1 !~ /^SR/ { print $3 }' "$IT_TMP/$name.streams" | sort -u)
-    local p
+    # Only the shim's lines logged since this case started count: clients reuse local
+    # ports, and an older test's line for the same port must not stand in for this one.
+    local p i
     for p in $ports; do
-        it_wait_log_count "$SHIM_LOG" "iperf2 test: client 127\.0\.0\.1:$p," 1 15 || true
+        for i in $(seq 150); do
+            tail -n +"$((CASE_LOG_FROM + 1))" "$SHIM_LOG" | grep -q "iperf2 test: client 127\.0\.0\.1:$p," && break
+            sleep 0.1
+        done
     done
-    python3 - "$name" "$rc" "$mode" "$spec" "$IT_TMP/$name.streams" "$SHIM_LOG" "$P_SHIM" <<'PYEOF'
+    tail -n +"$((CASE_LOG_FROM + 1))" "$SHIM_LOG" >"$IT_TMP/$name.shimlog"
+    python3 - "$name" "$rc" "$mode" "$spec" "$IT_TMP/$name.streams" "$IT_TMP/$name.shimlog" "$P_SHIM" <<'PYEOF'
 import re, sys
 name, rc, mode, spec, sfile, slog, shim_port = sys.argv[1:8]
 MiB = 1 << 20
@@ -215,6 +221,7 @@ run_case() {
     local name=$1 mode=$2 spec=$3 rc try ok=0; shift 3
     for try in 1 2; do
         i2srv_alive
+        CASE_LOG_FROM=$(wc -l <"$SHIM_LOG")
         timeout 40 iperf -c 127.0.0.1 -p "$P_SHIM" -t 1 "$@" >"$IT_TMP/$name.out" 2>&1; rc=$?
         check_case "$name" "$rc" "$mode" "$spec" >"$IT_TMP/$name.check" 2>&1 && { ok=1; break; }
         [ $try = 1 ] && ! i2srv_alive && { echo "# $name: the server died during the case: once more"; continue; }
@@ -289,6 +296,7 @@ n3_after=$(grep -c 'Accepted connection' "$IT_TMP/i3srv.log")
 i2srv_alive
 n3sum_before=$(it_shim_test_lines "$SHIM_LOG" | wc -l)
 n2_before=$(grep -c 'connected with' "$IT_TMP/i2srv.log")
+CASE_LOG_FROM=$(wc -l <"$SHIM_LOG")
 timeout 40 iperf -c 127.0.0.1 -p "$P_SHIM" -t 2 >"$IT_TMP/auto2.out" 2>&1 &
 a2pid=$!
 # the iperf2 test is running through the shim once the iperf2 server has accepted it
