@@ -77,11 +77,16 @@ build/san/tests/test_relay: tests/unit/test_relay.c tests/unit/mock_sys.c tests/
 
 san: build/san/iperf-shim $(UNIT_SAN)
 
+# Each unit test binary: its output, then its verdict and how long it took.
 unit: $(UNIT_BIN)
-	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
+	@for t in $(UNIT_BIN); do echo "== $$t"; s=$$(date +%s%N); $$t; rc=$$?; \
+	    ms=$$(( ($$(date +%s%N) - s) / 1000000 )); \
+	    if [ $$rc -ne 0 ]; then echo "== FAIL $$t (rc=$$rc, $$ms ms)"; exit 1; fi; echo "== ok $$t ($$ms ms)"; done
 
 unit-san: $(UNIT_SAN)
-	@set -e; for t in $(UNIT_SAN); do echo "== $$t (asan+ubsan)"; $$t; done
+	@for t in $(UNIT_SAN); do echo "== $$t (asan+ubsan)"; s=$$(date +%s%N); $$t; rc=$$?; \
+	    ms=$$(( ($$(date +%s%N) - s) / 1000000 )); \
+	    if [ $$rc -ne 0 ]; then echo "== FAIL $$t (rc=$$rc, $$ms ms)"; exit 1; fi; echo "== ok $$t ($$ms ms)"; done
 
 # Integration tests drive the real iperf3/iperf binaries through the shim (root, netns).
 integration: iperf-shim

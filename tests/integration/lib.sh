@@ -47,7 +47,7 @@ it_bg() {
 # it_wait_tcp [NETNS] HOST PORT [TIMEOUT_S]: poll until a TCP listener accepts.
 it_wait_tcp() {
     local ns=""
-    if [ $# -ge 3 ] && ip netns list | grep -qw "^$1"; then ns=$1; shift; fi
+    if [ $# -ge 3 ] && ip netns list 2>/dev/null | grep -qw "^$1"; then ns=$1; shift; fi
     local host=$1 port=$2 t=${3:-10} i
     for i in $(seq $((t * 20))); do
         if [ -n "$ns" ]; then
@@ -79,6 +79,10 @@ it_start_shim() {
     SHIM_PID=$IT_LAST_PID
     if [ -n "$ns" ]; then it_wait_tcp "$ns" x "$port" 10; else it_wait_tcp x "$port" 10; fi \
         || { cat "$IT_TMP/$name.log"; it_fail "shim did not start listening on $port"; }
+    # the TCP listener comes first; the start-up line is logged once the UDP socket and
+    # the signal watchers exist too (a test may take an fd baseline right after this)
+    it_wait_log_count "$IT_TMP/$name.log" 'iperf-shim listening on' 1 10 \
+        || { cat "$IT_TMP/$name.log"; it_fail "shim did not log its start-up line"; }
 }
 
 # it_fd_count PID: number of open fds of a process.

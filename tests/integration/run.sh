@@ -7,7 +7,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 SHIM=$(realpath "${1:?usage: run.sh SHIM [tests...]}"); shift
 export SHIM
 if [ $# -gt 0 ]; then tests=("$@"); else tests=("$here"/t_*.sh); fi
-pass=0 fail=0 skip=0 failed=()
+pass=0 fail=0 skip=0 failed=() all_start=$(date +%s)
 for t in "${tests[@]}"; do
     [ -f "$t" ] || t="$here/$t"
     name=$(basename "$t" .sh)
@@ -17,10 +17,13 @@ for t in "${tests[@]}"; do
     dur=$(( $(date +%s) - start ))
     case $rc in
         0)  pass=$((pass+1)); echo "PASS $name (${dur}s)";;
-        77) skip=$((skip+1)); echo "SKIP $name: $(tail -n 1 "$log")";;
-        *)  fail=$((fail+1)); failed+=("$name"); echo "FAIL $name (rc=$rc, ${dur}s)"; sed 's/^/    | /' "$log" | tail -n 60;;
+        77) skip=$((skip+1)); echo "SKIP $name (${dur}s): $(tail -n 1 "$log")";;
+        *)  fail=$((fail+1)); failed+=("$name"); echo "FAIL $name (rc=$rc, ${dur}s)"
+            # the test's own FAIL lines first (they may be far above its last lines)
+            grep -E '^FAIL' "$log" | head -n 20 | sed 's/^/    ! /'
+            sed 's/^/    | /' "$log" | tail -n 60;;
     esac
     rm -f "$log"
 done
-echo "integration: $pass passed, $fail failed, $skip skipped"
+echo "integration: $pass passed, $fail failed, $skip skipped in $(( $(date +%s) - all_start ))s${failed[*]:+ (failed: ${failed[*]})}"
 [ $fail -eq 0 ]

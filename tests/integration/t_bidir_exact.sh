@@ -50,7 +50,9 @@ it_log "direct, receivers first: expecting the crossed-roles deadlock"
 if run_pair 1 $SRV >/dev/null 2>&1; then
     it_fail "direct run succeeded: the scripted peers do not provoke the race"
 fi
-pkill -f "fake_iperf3.py server $SRV" 2>/dev/null
+# (run_pair waited for its fake server: nothing to kill.  A `pkill -f` by name here
+# killed the fake servers of every other run of this test on the machine, in other
+# namespaces too: "fake server did not start" in a concurrent run.)
 
 # 2. through the shim, splice and copy modes, P = 1, 2, 4
 for mode in splice copy; do

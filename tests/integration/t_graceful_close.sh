@@ -118,6 +118,20 @@ def wait_for(cond, t=5.0):
         time.sleep(0.01)
     return cond()
 
+def shim_unread(c):
+    """Bytes the shim has not read yet on its socket of client connection c (0 when that
+    socket is gone), from ss: Recv-Q of shim_port -> c's port."""
+    import subprocess
+    q = "( sport = :%d and dport = :%d )" % (shim_port, c.getsockname()[1])
+    out = subprocess.run(["ss", "-Htn", q], capture_output=True, text=True).stdout.split()
+    return int(out[1]) if len(out) > 1 else 0
+
+def shim_settled(c):
+    """Waits (5 s at most) until the shim has taken everything client c sent: c's send
+    queue is empty and the shim's socket holds no unread byte.  Whatever the shim does
+    about those bytes (discard, or a reset toward c) it does as it reads them."""
+    return wait_for(lambda: outq(c) == 0 and shim_unread(c) == 0, 5)
+
 def rst_close(s):
     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     s.close()
@@ -250,8 +264,10 @@ def reset_after_fin(bad, info, slow):
     if end == "EOF":
         try:
             c.sendall(pat(6, 64 * KiB))
-            time.sleep(0.3)
+            settled = shim_settled(c)
             after = "sent 64 KiB, SO_ERROR %s" % so_error(c)
+            if not settled:
+                after += " (the shim had not read them within 5 s)"
         except OSError as e:
             after = "send failed: %r" % e
     err = so_error(c)
@@ -304,7 +320,7 @@ def case_d(bad, info):
             c.shutdown(socket.SHUT_WR)
         except OSError as e:
             sres["err"] = "shutdown: %r" % e
-    time.sleep(0.3)
+    shim_settled(c)
     err = so_error(c)
     t.join(T)
     c.close()

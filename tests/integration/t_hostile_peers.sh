@@ -142,13 +142,33 @@ log_has_line() {
     done
     return 1
 }
+# wait_running: poll (10 s at most) until the server's sockets have received more than
+# 1 MiB: the test's data streams are flowing, so the server is past CREATE_STREAMS.
 wait_running() {
-    local i
-    for i in $(seq 100); do
-        [ "$(ss -Htn state established "( sport = :$SRV )" | wc -l)" -ge 5 ] && { sleep 0.3; return 0; }
+    for _ in $(seq 200); do
+        [ "$(ss -Htni state established "( sport = :$SRV )" | grep -o 'bytes_received:[0-9]*' |
+             awk -F: '{ s += $2 } END { print s + 0 }')" -gt 1048576 ] && return 0
         sleep 0.05
     done
     return 1
+}
+# wait_server_idle WHAT: poll (10 s at most) until the iperf3 server holds no connection
+# (none established or half-closed on its port): it has closed everything of the
+# previous test or peer and answers the next connection as a new test.
+wait_server_idle() {
+    for _ in $(seq 200); do
+        [ -z "$(ss -Htn state established state close-wait "( sport = :$SRV )")" ] && return 0
+        sleep 0.05
+    done
+    fail "$1: the iperf3 server still holds connections after 10 s:$(echo; ss -Htn "( sport = :$SRV )")"
+    return 1
+}
+# wait_shim_tests N: through the shim, poll (10 s at most) until it has logged the end of
+# N tests (it logs a test's end once every fd of it is closed).  Direct: nothing to wait for.
+wait_shim_tests() {
+    [ "$IT_DIRECT" = 1 ] && return 0
+    it_wait_log_count "$LOG" '^(\S+\s+)?(info\s+)?test \S+: client .*, mode .*, streams [0-9]+' "$1" 10 ||
+        fail "the shim logged the end of $(it_shim_test_lines "$LOG" | wc -l) tests, want $1"
 }
 normal_test() {
     local out=$IT_TMP/normal.$RANDOM.json res
@@ -165,7 +185,8 @@ fd_back() {  # fd_back WHAT PID BASE
 
 # warm-up (same shape as the long test), then the idle baselines
 normal_test "warm-up"
-sleep 0.5
+wait_shim_tests 1
+wait_server_idle "after the warm-up"
 BASE=$(it_fd_count "$PID"); SBASE=$(it_fd_count "$SRV_PID")
 echo "baseline fds: shim(or direct server) $BASE, server $SBASE"
 [ "$IT_DIRECT" = 1 ] || it_fd_list "$PID" >"$IT_TMP/fds-baseline"
@@ -206,7 +227,7 @@ echo "long test: $res"
 
 # (c) on an idle server: PARAM_EXCHANGE relayed, then the huge length rejected
 # (directly, Debian's patched 3.12 prints 'Data length overflow' and closes)
-sleep 0.3
+wait_server_idle "after the long test"
 L1=$([ "$IT_DIRECT" = 1 ] && echo 0 || loglen)
 peers fakectl >"$IT_TMP/peers2.out"; cat "$IT_TMP/peers2.out"
 first=$(field "$IT_TMP/peers2.out" fakectl first) end=$(field "$IT_TMP/peers2.out" fakectl end)
@@ -221,8 +242,9 @@ if [ "$IT_DIRECT" != 1 ]; then
 fi
 kill -0 "$SRV_PID" 2>/dev/null || fail "(c) idle: the iperf3 server died"
 # Debian's patched 3.12 prints this on stderr when it reads a length of 0xFFFFFFFF:
-# present when direct (proves the probe), absent through the shim (length not forwarded)
-sleep 0.3
+# present when direct (proves the probe), absent through the shim (length not forwarded);
+# written before the server closes the connection
+wait_server_idle "after (c) idle"
 if grep -q "Data length overflow" "$IT_TMP/srv.log"; then
     [ "$IT_DIRECT" = 1 ] || fail "(c) idle: the server saw the 0xFFFFFFFF length: the shim forwarded it upstream"
 else
@@ -233,7 +255,7 @@ fi
 # the 3.12 server waits for parameters with no timeout: the shim must close its upstream
 # leg, or the server is wedged for every later test.
 peers rst37 >"$IT_TMP/peers3.out"; cat "$IT_TMP/peers3.out"
-sleep 0.5
+wait_server_idle "(d) after the cookie+RST peer"
 out=$IT_TMP/after-rst37.json
 it_iperf3_json "$out" 15 -c 127.0.0.1 -p "$PORT" -t 1; rc=$?
 res=$(it_iperf3_check "$out") || fail "(d) idle: a test after a cookie+RST peer: exit $rc, $res"
@@ -244,7 +266,7 @@ echo "(d) idle: test after a cookie+RST peer: $res"
 # Reported only: whether the shim bounds this phase is a design decision.
 peers cookiehold >"$IT_TMP/peers4.out"; cat "$IT_TMP/peers4.out"
 echo "NOTE (e) idle: cookie then silence: $(field "$IT_TMP/peers4.out" cookiehold end) after $(field "$IT_TMP/peers4.out" cookiehold secs)s (OPEN = the shim kept it, and the upstream server, for 6 s)"
-sleep 0.5
+wait_server_idle "(e) after the cookie+silence peer"
 
 kill -0 "$PID" 2>/dev/null || fail "shim (pid $PID) died"
 fd_back "after hostile peers: shim" "$PID" "$BASE" || fail "shim fds did not return to $BASE"
@@ -253,7 +275,6 @@ normal_test "after hostile peers"
 
 # flood
 peers flood >"$IT_TMP/flood.out"; cat "$IT_TMP/flood.out"
-sleep 0.5
 kill -0 "$PID" 2>/dev/null || fail "shim (pid $PID) died in the flood"
 normal_test "after flood"
 fd_back "after flood: shim" "$PID" "$BASE" || fail "shim fds did not return to $BASE after the flood"

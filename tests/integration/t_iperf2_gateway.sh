@@ -218,9 +218,9 @@ udp_case() {
 }
 if [ $ok_u = 1 ]; then
     udp_case shim-udp-d -d
-    sleep 3
+    sleep 3   # pacing, not a check: Debian's 2.1.8 UDP server crashes on back-to-back clients
     udp_case shim-udp-r -r
-    sleep 3
+    sleep 3   # pacing, as above
     # informational: the same without the shim
     ns_exec "$NS_C" timeout 30 iperf -c "$NS_S4" -p "$PORT" -u -t 1 -b 10M -d >"$IT_TMP/direct-udp-d.out" 2>&1
     it_log "info: direct UDP -d (not asserted): $(it_iperf2_streams "$IT_TMP/direct-udp-d.out" | tr '\n' ';')"

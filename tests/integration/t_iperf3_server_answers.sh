@@ -53,11 +53,12 @@ normal_test() {
     echo "  $what normal test: $res"
 }
 
-# wait_running PORT: the server on PORT has a control and a data connection established
+# wait_running PORT: poll (10 s at most) until the server on PORT has received more than
+# 1 MiB on its sockets: the test's data is flowing, the server is past CREATE_STREAMS.
 wait_running() {
-    local i
-    for i in $(seq 100); do
-        [ "$(ss -Htn state established "( sport = :$1 )" | wc -l)" -ge 2 ] && { sleep 0.3; return 0; }
+    for _ in $(seq 200); do
+        [ "$(ss -Htni state established "( sport = :$1 )" | grep -o 'bytes_received:[0-9]*' |
+             awk -F: '{ s += $2 } END { print s + 0 }')" -gt 1048576 ] && return 0
         sleep 0.05
     done
     return 1
@@ -157,15 +158,27 @@ declare -A q_json
 for p in "${paths[@]}"; do
     port=$(port_of $p $SRV $SH)
     timeout 15 python3 -c '
-import random, socket, sys, time
+import os, random, socket, sys, time
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
 s.sendall(bytes(random.choice(b"abcdefghijklmnopqrstuvwxyz234567") for _ in range(36)) + b"\0")
 print(s.recv(1).hex(), flush=True)
-time.sleep(2.5); s.close()' "$port" >"$IT_TMP/q-a-$p.out" 2>&1 &
+deadline = time.time() + 10                 # hold until B is queued (the shell says so)
+while not os.path.exists(sys.argv[2]) and time.time() < deadline: time.sleep(0.02)
+s.close()' "$port" "$IT_TMP/q-go-$p" >"$IT_TMP/q-a-$p.out" 2>&1 &
     apid=$!
     for _ in $(seq 50); do [ -s "$IT_TMP/q-a-$p.out" ] && break; sleep 0.1; done
     t0=$(date +%s)
-    it_iperf3_json "$IT_TMP/q-b-$p.json" 15 -c 127.0.0.1 -p "$port" -t 1; rc=$?
+    it_iperf3_json "$IT_TMP/q-b-$p.json" 15 -c 127.0.0.1 -p "$port" -t 1 &
+    bpid=$!
+    # B is queued once the server's port has a second established connection (A's, or
+    # the shim's upstream leg for A, and B's or its upstream leg in the listen backlog)
+    for _ in $(seq 200); do
+        [ "$(ss -Htn state established "( sport = :$SRV )" | wc -l)" -ge 2 ] && break
+        sleep 0.05
+    done
+    [ "$(ss -Htn state established "( sport = :$SRV )" | wc -l)" -ge 2 ] || fail "queued/$p: B never reached the server's backlog"
+    touch "$IT_TMP/q-go-$p"
+    wait $bpid; rc=$?
     wait $apid
     q_json[$p]=$(it_iperf3_error "$IT_TMP/q-b-$p.json")
     echo "queued/$p: A got '$(cat "$IT_TMP/q-a-$p.out")'; B exit $rc after $(( $(date +%s) - t0 ))s, error '${q_json[$p]}'"

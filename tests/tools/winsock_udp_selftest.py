@@ -119,10 +119,30 @@ def blocked():
     res["d"] = lst.recvfrom(2048)[0]
 
 
+# recvfrom/recvmsg system call numbers, to see the thread blocked inside one
+RECV_SYSCALLS = {"x86_64": {"45", "47"}, "aarch64": {"207", "212"}}.get(os.uname().machine)
+
+
+def in_recv(tid):
+    """True when thread tid is blocked in a receive system call (/proc/.../syscall)."""
+    try:
+        with open("/proc/self/task/%d/syscall" % tid) as f:
+            return f.read().split()[0] in RECV_SYSCALLS
+    except (OSError, IndexError):
+        return False
+
+
 lst.settimeout(None)  # really blocking: exercises the library's MSG_PEEK wait
 t = threading.Thread(target=blocked, daemon=True)
 t.start()
-time.sleep(0.3)
+if RECV_SYSCALLS:
+    # the latch must be set while the thread is inside the call, not before it
+    end = time.time() + 5
+    while not (t.native_id and in_recv(t.native_id)) and time.time() < end:
+        time.sleep(0.01)
+    check(in_recv(t.native_id), "test setup: the listener thread is blocked in its receive call")
+else:
+    time.sleep(0.3)   # unknown architecture: no way to see it, give it time
 c = udp(LPORT, reuse=True)
 c.connect((H, CLOSED))
 c.send(b"x")
