@@ -193,7 +193,7 @@ echo "baseline fds: shim(or direct server) $BASE, server $SBASE"
 
 # long test, hostile peers while it runs
 LONG=$IT_TMP/long.json
-it_iperf3_json "$LONG" 30 -c 127.0.0.1 -p "$PORT" -t 6 --bidir -P 2 &
+it_iperf3_json "$LONG" 40 -c 127.0.0.1 -p "$PORT" -t 15 --bidir -P 2 &   # long enough for the peers on a loaded machine
 lpid=$!
 wait_running || fail "long test did not start"
 L0=$([ "$IT_DIRECT" = 1 ] && echo 0 || loglen)
