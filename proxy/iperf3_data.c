@@ -84,9 +84,9 @@ static void start_pair(struct test *t, struct leg *cl, struct leg *sl)
 }
 
 
-static const char *role_name(enum role r)
+static const char *role_name(enum i3_role r)
 {
-    return r == ROLE_SENDER ? "sender" : r == ROLE_RECEIVER ? "receiver" : "unknown";
+    return r == I3_ROLE_SENDER ? "sender" : r == I3_ROLE_RECEIVER ? "receiver" : "unknown";
 }
 
 
@@ -105,40 +105,24 @@ static void pair_by_order(struct test *t)
 
 /* --bidir: pairs client senders with server receivers and client receivers
  * with server senders, each group in arrival order. */
-static void pair_by_role(struct test *t)
+static void pair_by_role(struct test *t, const int pairs[][2], const enum i3_role *met)
 {
-    struct leg *by[2][3][I3_MAX_PARALLEL];   /* [side][role][k] */
-    int n[2][3] = { { 0 } };
     char who[ADDR_STR_MAX];
-
-    int want = 2 * t->params.parallel;   /* try_pair() checked these all exist */
-    /* connections beyond the 2P the client announced stay held until the test ends */
-    for (int s = 0; s < 2; s++)
-        for (int i = 0; i < want; i++) {
-            struct leg *l = t->legs[s][i];
-            by[s][l->role][n[s][l->role]++] = l;
-        }
-    enum role met[I3_MAX_LEGS];   /* role of the server leg opened for client leg i */
-    for (int i = 0; i < want; i++)
-        met[i] = t->legs[SIDE_SERVER][i]->role;
     t->paired = true;
     t->busy++;
-    for (int k = 0; k < t->params.parallel; k++) {
-        struct leg *pairs[2][2] = {
-            { by[SIDE_CLIENT][ROLE_SENDER][k], by[SIDE_SERVER][ROLE_RECEIVER][k] },
-            { by[SIDE_CLIENT][ROLE_RECEIVER][k], by[SIDE_SERVER][ROLE_SENDER][k] },
-        };
-        for (int p = 0; p < 2; p++) {
-            struct leg *cl = pairs[p][0], *sl = pairs[p][1];
-            if (cl->index != sl->index) {
-                t->repaired++;
-                log_info("bidir roles fixed: client %s %s -> server %s (test %s: in arrival "
-                         "order it would have met a server %s)", role_name(cl->role),
-                         addr_s(&cl->peer, who), role_name(sl->role), t->id,
-                         role_name(met[cl->index]));
-            }
-            start_pair(t, cl, sl);
+    /* legs are looked up again for every pair: a failed start frees them all */
+    for (int j = 0; j < 2 * t->params.parallel && t->failure == NULL; j++) {
+        struct leg *cl = t->legs[SIDE_CLIENT][pairs[j][0]], *sl = t->legs[SIDE_SERVER][pairs[j][1]];
+        if (cl == NULL || sl == NULL)
+            break;
+        if (cl->index != sl->index) {
+            t->repaired++;
+            log_info("bidir roles fixed: client %s %s -> server %s (test %s: in arrival "
+                     "order it would have met a server %s)", role_name(cl->role),
+                     addr_s(&cl->peer, who), role_name(sl->role), t->id,
+                     role_name(met[cl->index]));
         }
+        start_pair(t, cl, sl);
     }
     t->busy--;
 }
@@ -149,7 +133,8 @@ void try_pair(struct test *t)
 {
     if (!hold_mode(t) || t->state < TEST_RUNNING)
         return;
-    int P = t->params.parallel, want = 2 * P, senders[2] = { 0, 0 };
+    int P = t->params.parallel, want = 2 * P, pairs[I3_MAX_LEGS][2];
+    enum i3_role roles[2][I3_MAX_LEGS];
     for (int s = 0; s < 2; s++) {
         if (t->nlegs[s] < want)
             return;
@@ -157,24 +142,27 @@ void try_pair(struct test *t)
             struct leg *l = t->legs[s][i];
             if (l == NULL || !l->ready)
                 return;
-            senders[s] += l->role == ROLE_SENDER;
+            roles[s][i] = l->role;
         }
     }
-    if (senders[0] > P || senders[1] > P) {
-        log_warn("test %s: more senders than --bidir -P %d allows (client %d, server %d): "
-                 "pairing in arrival order", t->id, P, senders[0], senders[1]);
+    switch (i3_pair_by_role(roles[SIDE_CLIENT], roles[SIDE_SERVER], P, pairs)) {
+    case I3_PAIR_WAIT:
+        return;   /* wait for more senders to speak */
+    case I3_PAIR_BY_ORDER:
+        log_warn("test %s: more senders than --bidir -P %d allows: pairing in arrival order",
+                 t->id, P);
         t->paired = t->fallback = true;
         pair_by_order(t);
         return;
+    case I3_PAIR_BY_ROLE:
+        break;
     }
-    if (senders[0] < P || senders[1] < P)
-        return;   /* wait for more senders to speak */
     for (int s = 0; s < 2; s++)
         for (int i = 0; i < want; i++)
-            if (t->legs[s][i]->role == ROLE_UNKNOWN)
-                t->legs[s][i]->role = ROLE_RECEIVER;
+            if (t->legs[s][i]->role == I3_ROLE_UNKNOWN)
+                t->legs[s][i]->role = roles[s][i] = I3_ROLE_RECEIVER;
     ev_timer_stop(t->loop, &t->role_timer);
-    pair_by_role(t);
+    pair_by_role(t, pairs, roles[SIDE_SERVER]);
 }
 
 
@@ -187,7 +175,7 @@ void role_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
     int senders[2] = { 0, 0 };
     for (int s = 0; s < 2; s++)
         for (int i = 0; i < t->nlegs[s]; i++)
-            if (t->legs[s][i] && t->legs[s][i]->role == ROLE_SENDER)
+            if (t->legs[s][i] && t->legs[s][i]->role == I3_ROLE_SENDER)
                 senders[s]++;
     log_warn("test %s: bidir roles not learned within %.1f s (senders seen: client %d, server %d "
              "of %d): pairing in arrival order", t->id, t->svc->cfg.role_timeout, senders[0], senders[1],
@@ -227,8 +215,8 @@ static void leg_read_cb(struct ev_loop *loop, ev_io *w, int revents)
         ev_io_stop(loop, w);
     } else {
         l->held += (size_t)n;
-        if (l->role == ROLE_UNKNOWN) {
-            l->role = ROLE_SENDER;
+        if (l->role == I3_ROLE_UNKNOWN) {
+            l->role = I3_ROLE_SENDER;
             log_debug("test %s: %s stream #%d is a sender", t->id,
                       l->side == SIDE_CLIENT ? "client" : "server", l->index + 1);
         }

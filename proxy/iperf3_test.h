@@ -14,6 +14,7 @@
 
 #include "compat/iperf3_compat.h"
 #include "protocol/iperf3_params.h"
+#include "protocol/iperf3_roles.h"
 #include "protocol/iperf3_results.h"
 #include "proxy/connect.h"
 #include "proxy/end_reason.h"
@@ -46,8 +47,6 @@
                                               see data_leg_rcvbuf */
 #define ACK_POLL    0.001                  /* s: a new upstream data connection is checked for
                                               its cookie's ACK this often */
-
-enum role { ROLE_UNKNOWN = 0, ROLE_SENDER, ROLE_RECEIVER };
 
 /* End-of-test fence: the client's TEST_END (or CLIENT_TERMINATE) is held on
  * the control relay until the server has acknowledged every data byte the
@@ -92,7 +91,7 @@ struct leg {
     int               side;       /* SIDE_CLIENT or SIDE_SERVER */
     int               index;      /* arrival order on its side (client) / opening order (server) */
     int               fd;         /* socket, -1 while the upstream connect is in progress */
-    enum role         role;       /* learned from traffic in --bidir */
+    enum i3_role         role;       /* learned from traffic in --bidir */
     bool              ready;      /* client: accepted; server: connected and cookie sent */
     bool              eof;        /* the peer closed while the connection was held */
     ev_io             io;         /* reads while held */
