@@ -4,6 +4,7 @@
 #include "proxy/log.h"
 #include "proxy/net.h"
 #include "proxy/service.h"
+#include "proxy/version.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -258,6 +259,7 @@ int process_run(struct ev_loop *loop, const struct shim_config *cfg, config_relo
     ev_signal_start(loop, &P.sigint);
     ev_signal_start(loop, &P.sigterm);
     ev_signal_start(loop, &P.sighup);
+    log_info("iperf-shim %s ready: %d service(s)", shim_version, cfg->nservices);
     ev_run(loop, 0);
     return 0;
 }

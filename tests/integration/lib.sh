@@ -77,11 +77,12 @@ it_start_shim() {
         it_bg "$name" "$SHIM" "${args[@]}"
     fi
     SHIM_PID=$IT_LAST_PID
-    if [ -n "$ns" ]; then it_wait_tcp "$ns" x "$port" 10; else it_wait_tcp x "$port" 10; fi \
+    if [ -z "$port" ]; then :   # --config: the start-up line below says all listen
+    elif [ -n "$ns" ]; then it_wait_tcp "$ns" x "$port" 10; else it_wait_tcp x "$port" 10; fi \
         || { cat "$IT_TMP/$name.log"; it_fail "shim did not start listening on $port"; }
     # the TCP listener comes first; the start-up line is logged once the UDP socket and
     # the signal watchers exist too (a test may take an fd baseline right after this)
-    it_wait_log_count "$IT_TMP/$name.log" 'iperf-shim listening on' 1 10 \
+    it_wait_log_count "$IT_TMP/$name.log" 'iperf-shim .* ready: [0-9]+ service' 1 10 \
         || { cat "$IT_TMP/$name.log"; it_fail "shim did not log its start-up line"; }
 }
 
