@@ -9,6 +9,7 @@
 #include "proxy/service.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -165,9 +166,14 @@ static void timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop; (void)revents;
     struct front *f = w->data;
     char who[ADDR_STR_MAX];
-    log_warn("closing client %s: no iperf cookie or header within %.1f s (%zu bytes received)",
-             net_addr_str((struct sockaddr *)&f->peer, who, sizeof(who)),
-             f->svc->cfg.handshake_timeout, f->got);
+    struct front_queue *q = &f->svc->fronts;
+    if (log_rate_ok(&q->silent_log, ev_now(f->svc->loop), 1.0)) {   /* a flood: counted */
+        log_warn("closing client %s: no iperf cookie or header within %.1f s (%zu bytes "
+                 "received; %" PRIu64 " more such clients not logged)",
+                 net_addr_str((struct sockaddr *)&f->peer, who, sizeof(who)),
+                 f->svc->cfg.handshake_timeout, f->got, q->silent_log.suppressed);
+        q->silent_log.suppressed = 0;
+    }
     front_free(f, true);
 }
 

@@ -6,6 +6,9 @@
 #define IPERF_SHIM_PROXY_FRONT_H
 
 #include <ev.h>
+
+#include "proxy/log.h"
+
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -17,6 +20,7 @@ struct front_queue {
     struct front *head, *tail;   /* oldest first */
     int           pending;       /* how many */
     uint64_t      accepted;      /* connections accepted so far (their accept order) */
+    struct log_rate silent_log;  /* "no cookie or header in time": at most 5 lines a second */
 };
 
 /* Takes ownership of fd, a just-accepted non-blocking client connection of svc. */

@@ -118,7 +118,12 @@ static struct udp_flow *flow_new(struct udp_state *u, const struct sockaddr_stor
     socklen_t uplen = proto == UDP_IPERF2 ? u->cfg->upstream2_len : u->cfg->upstream_len;
     int fd = socket(up->ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd == -1) {
-        log_warn("no socket for a UDP flow: %s", strerror(errno));
+        if (log_rate_ok(&u->nosock_log, ev_now(u->loop), 1.0)) {
+            log_warn("no socket for a UDP flow of %s: %s (%" PRIu64 " more not logged)",
+                     net_addr_str((const struct sockaddr *)client, c, sizeof(c)),
+                     strerror(errno), u->nosock_log.suppressed);
+            u->nosock_log.suppressed = 0;
+        }
         return NULL;
     }
     int sz = SOCKBUF;

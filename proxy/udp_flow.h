@@ -105,6 +105,7 @@ struct udp_state {
     struct udp_counters ctr;     /* what the operator sees at exit */
     ev_tstamp       last_full_log; /* rate limit for "table full" */
     struct log_rate junk_log;    /* rate limit for "datagram dropped" */
+    struct log_rate nosock_log;  /* rate limit for "no socket for a UDP flow" */
 };
 
 /* One batch of datagrams: buffers shared by every read and send of the
