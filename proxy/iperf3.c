@@ -122,6 +122,7 @@ void test_maybe_free(struct test *t)
     if (t->busy > 0 || t->state != TEST_CLOSED || t->live_legs > 0 ||
         t->live_relays > 0)
         return;
+    assert(t->ctrl == NULL && t->cfd < 0);
     test_log_end(t);
     struct test_info info;
     test_info(t, &info);

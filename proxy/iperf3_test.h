@@ -24,6 +24,7 @@
 #include "proxy/relay.h"
 #include "proxy/service.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <netinet/in.h>

@@ -187,20 +187,6 @@ fail:;
     return -1;
 }
 
-int net_tcp_connect(const struct sockaddr_storage *ss, socklen_t len)
-{
-    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd == -1)
-        return -1;
-    if (connect(fd, (const struct sockaddr *)ss, len) == -1 && errno != EINPROGRESS) {
-        int e = errno;
-        close(fd);
-        errno = e;
-        return -1;
-    }
-    return fd;
-}
-
 int net_sock_error(int fd)
 {
     int err = 0;

@@ -23,9 +23,6 @@ char *net_addr_str(const struct sockaddr *sa, char *buf, size_t bufsz);
 /* A listening TCP socket, non-blocking; a v6 wildcard is dual-stack. */
 int  net_tcp_listen(const struct sockaddr_storage *ss, socklen_t len);
 
-/* Starts a non-blocking connect; returns the socket (connect in progress). */
-int  net_tcp_connect(const struct sockaddr_storage *ss, socklen_t len);
-
 /* Returns the pending error of a socket (SO_ERROR), 0 if none. */
 int  net_sock_error(int fd);
 
