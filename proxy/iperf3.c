@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,24 @@
 #define HOLD_MAX    (64u * 1024u)          /* bytes held per connection while roles are learned */
 
 enum role { ROLE_UNKNOWN = 0, ROLE_SENDER, ROLE_RECEIVER };
+
+/* Where a test's control connection is.  A server of the pool is asked
+ * first (connect, cookie, its first byte); ACCESS_DENIED or a failure
+ * moves on to the next free one; with none free the client waits:
+ *
+ *   CONNECTING ──connected, cookie sent──> ASKING ──PARAM_EXCHANGE──> RELAYING ──> DONE
+ *       ^   └──failed──┐          └──ACCESS_DENIED / no answer──┐
+ *       └──────────────┴──── next free server <─────────────────┘
+ *                             none free: QUEUED ──woken──> (next free server)
+ *                                           └──timeout / full / client left──> DONE
+ */
+enum ctrl_phase {
+    CTRL_CONNECTING = 0,  /* connecting to a pool member */
+    CTRL_ASKING,          /* cookie sent, waiting for the member's first byte */
+    CTRL_QUEUED,          /* every member busy: waiting in the pool's queue */
+    CTRL_RELAYING,        /* the control relay runs */
+    CTRL_DONE,            /* control connection finished (ctrl_done) */
+};
 
 struct test;
 
@@ -50,7 +69,15 @@ struct test {
     socklen_t         server_len;         /* its length */
     int               cfd;                /* client control fd until its relay exists */
     struct connector  ctrl_conn;          /* upstream control connect */
-    bool              ctrl_connecting;    /* ctrl_conn in progress */
+    enum ctrl_phase   phase;              /* see the diagram above */
+    int               ufd;                /* CTRL_ASKING: the member's connection, else -1 */
+    ev_io             ask_io;             /* CTRL_ASKING: the member's first byte */
+    ev_timer          wait_timer;         /* CTRL_ASKING: answer bound; QUEUED: --queue-timeout */
+    ev_io             client_io;          /* CTRL_QUEUED: notices the client leaving */
+    struct pool_waiter waiter;            /* CTRL_QUEUED: place in the queue (since: 0 never) */
+    uint64_t          tried;              /* members asked since the last queuing (bit i) */
+    bool              member_held;        /* counted in its member's tests (pool3) */
+    double            queued_for;         /* s: time spent in the queue before a member took it */
     struct relay     *ctrl;               /* control relay, NULL before/after */
     bool              ctrl_done;          /* control connection finished */
     enum relay_end    ctrl_end;           /* how it finished */
@@ -129,8 +156,9 @@ static void test_log_end(struct test *t)
     else
         snprintf(bytes, sizeof(bytes), "bytes client->server %" PRIu64 ", server->client %"
                  PRIu64, t->bytes[0], t->bytes[1]);
-    log_info("test %s: client %s, server %s, mode %s, streams %d%s, roles %s, %s, %s",
-             t->id, addr_s(&t->client, c), addr_s(&t->server, s),
+    log_info("test %s: client %s, server %s, queued %.1f s, mode %s, streams %d%s, roles %s, "
+             "%s, %s", t->id, addr_s(&t->client, c),
+             t->server_len ? addr_s(&t->server, s) : "none", t->queued_for,
              t->have_params ? i3_params_mode(&t->params) : "unknown",
              t->have_params ? t->params.parallel : t->nlegs[SIDE_CLIENT],
              t->have_params && t->params.bidir ? " each way" : "",
@@ -183,12 +211,42 @@ void i3_running(const struct service *svc, test_info_fn fn, void *arg)
     }
 }
 
+/* Stops whatever the pre-relay phases run: the connect, the wait for the
+ * member's answer (its connection closed), the queue. */
+static void ctrl_stop_trying(struct test *t)
+{
+    connector_cancel(&t->ctrl_conn);
+    ev_io_stop(t->loop, &t->ask_io);
+    ev_io_stop(t->loop, &t->client_io);
+    ev_timer_stop(t->loop, &t->wait_timer);
+    pool_dequeue(&t->svc->pool3, &t->waiter);
+    if (t->ufd >= 0) {
+        close(t->ufd);
+        t->ufd = -1;
+    }
+}
+
+/* The member is free again as far as this test is concerned. */
+static void test_release_member(struct test *t)
+{
+    if (t->member_held) {
+        t->member_held = false;
+        pool_release_iperf3(&t->svc->pool3, &t->server);
+    }
+}
+
+static bool pre_relay(const struct test *t)
+{
+    return t->phase == CTRL_CONNECTING || t->phase == CTRL_ASKING || t->phase == CTRL_QUEUED;
+}
+
 /* Frees the test once nothing of it is alive. */
 static void test_maybe_free(struct test *t)
 {
-    if (t->busy > 0 || !t->ctrl_done || t->ctrl_connecting || t->live_legs > 0 ||
-        t->live_relays > 0)
+    if (t->busy > 0 || !t->ctrl_done || t->live_legs > 0 || t->live_relays > 0)
         return;
+    ctrl_stop_trying(t);
+    test_release_member(t);
     test_log_end(t);
     struct test_info info;
     test_info(t, &info);
@@ -240,10 +298,11 @@ static void test_fail(struct test *t, const char *why)
             relay_abort(t->relays[i], true);
     if (t->ctrl && !t->in_inspect)   /* from inside, ctrl_inspect ends it */
         relay_abort(t->ctrl, true);
-    if (t->ctrl_connecting) {
-        connector_cancel(&t->ctrl_conn);
-        t->ctrl_connecting = false;
+    if (pre_relay(t)) {
+        ctrl_stop_trying(t);
         net_close_reset(t->cfd);
+        t->cfd = -1;
+        t->phase = CTRL_DONE;
         t->ctrl_done = true;
     }
     t->busy--;
@@ -661,7 +720,9 @@ static void ctrl_done(void *arg, struct relay *r, enum relay_end how)
     t->ctrl_bytes[1] = r->f[1].bytes;
     t->ctrl = NULL;
     t->ctrl_done = true;
+    t->phase = CTRL_DONE;
     relay_free(r);
+    test_release_member(t);   /* the member takes its next test now */
     /* the test is over: whatever data connection is left goes with it */
     t->busy++;
     for (int s = 0; s < 2; s++)
@@ -675,21 +736,261 @@ static void ctrl_done(void *arg, struct relay *r, enum relay_end how)
     test_maybe_free(t);
 }
 
+/* Tells a client what a busy server tells it, ACCESS_DENIED ("the server is
+ * busy running a test"), and closes its connection. */
+static void tell_busy(int fd, const struct sockaddr_storage *peer)
+{
+    char who[ADDR_STR_MAX];
+    int8_t denied = I3_ACCESS_DENIED;
+    if (send(fd, &denied, 1, MSG_NOSIGNAL) != 1)
+        log_debug("could not tell %s it is refused: %s", addr_s(peer, who), strerror(errno));
+    close(fd);
+}
+
+/* Ends a test before its control relay: the client gets ACCESS_DENIED when
+ * busy is true (no server free), else a reset.  t may be freed. */
+static void ctrl_give_up(struct test *t, const char *failure, bool busy)
+{
+    ctrl_stop_trying(t);
+    test_release_member(t);
+    if (busy)
+        tell_busy(t->cfd, &t->client);
+    else
+        net_close_reset(t->cfd);
+    t->cfd = -1;
+    t->failure = failure;
+    t->phase = CTRL_DONE;
+    t->ctrl_done = true;
+    test_maybe_free(t);
+}
+
+static void ctrl_try(struct test *t);
+static void ctrl_connected(void *arg, int ufd, int err);
+
+/* Seconds t has been waiting in the queue (0 if it never queued). */
+static double queued_seconds(const struct test *t)
+{
+    return t->waiter.since > 0 ? ev_now(t->loop) - t->waiter.since : 0;
+}
+
+/* QUEUED: the pool woke t because a member may be free. */
+static void waiter_wake(struct pool_waiter *w)
+{
+    struct test *t = (struct test *)((char *)w - offsetof(struct test, waiter));
+    ev_io_stop(t->loop, &t->client_io);
+    ev_timer_stop(t->loop, &t->wait_timer);
+    ctrl_try(t);
+}
+
+/* QUEUED: the client's control connection became readable: it left (EOF or
+ * error), or sent bytes early (kept for the relay; no longer watched). */
+static void client_wait_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)revents;
+    struct test *t = w->data;
+    uint8_t b;
+    ssize_t n = recv(t->cfd, &b, 1, MSG_PEEK);
+    if (n == -1 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n == 1) {
+        ev_io_stop(loop, w);
+        return;
+    }
+    char who[ADDR_STR_MAX];
+    log_info("test %s: client %s left after waiting %.1f s for a free server", t->id,
+             addr_s(&t->client, who), queued_seconds(t));
+    ctrl_give_up(t, "the client left while waiting for a free server", false);
+}
+
+/* No member is free for t: it waits in the queue, or is refused. */
+static void ctrl_wait(struct test *t)
+{
+    struct pool *p = &t->svc->pool3;
+    const struct service_config *cfg = &t->svc->cfg;
+    char who[ADDR_STR_MAX];
+
+    if (pool_all_down(p)) {
+        log_warn("test %s: no server reachable for client %s", t->id, addr_s(&t->client, who));
+        ctrl_give_up(t, "server unreachable", false);
+        return;
+    }
+    if (!service_open(t->svc)) {
+        log_info("test %s: every server busy and the shim is draining: client %s refused",
+                 t->id, addr_s(&t->client, who));
+        ctrl_give_up(t, "every server busy while draining (client told busy)", true);
+        return;
+    }
+    if (t->waiter.since == 0) {   /* first time */
+        if (p->queued >= cfg->queue_max) {
+            p->queue_full++;
+            log_info("test %s: every server busy and %d client(s) already waiting "
+                     "(--queue-max %d): client %s told busy", t->id, p->queued, cfg->queue_max,
+                     addr_s(&t->client, who));
+            ctrl_give_up(t, "every server busy, queue full (client told busy)", true);
+            return;
+        }
+        t->waiter.since = ev_now(t->loop);
+        log_info("test %s: every server busy: client %s waits its turn (%d ahead)", t->id,
+                 addr_s(&t->client, who), p->queued);
+    }
+    double left = t->waiter.since + cfg->queue_timeout - ev_now(t->loop);
+    if (left <= 0) {
+        p->queue_timeouts++;
+        log_info("test %s: no server free within %.0f s (--queue-timeout): client %s told busy",
+                 t->id, cfg->queue_timeout, addr_s(&t->client, who));
+        ctrl_give_up(t, "no server free within --queue-timeout (client told busy)", true);
+        return;
+    }
+    t->phase = CTRL_QUEUED;
+    t->tried = 0;
+    ev_timer_set(&t->wait_timer, left, 0);
+    ev_timer_start(t->loop, &t->wait_timer);
+    ev_io_init(&t->client_io, client_wait_cb, t->cfd, EV_READ);
+    t->client_io.data = t;
+    ev_io_start(t->loop, &t->client_io);
+    pool_enqueue(p, &t->waiter);
+}
+
+/* Offers t to the next free member not asked yet, or queues it. */
+static void ctrl_try(struct test *t)
+{
+    struct pool *p = &t->svc->pool3;
+    int i = pool_pick_iperf3(p, t->tried);
+    if (i < 0) {
+        ctrl_wait(t);
+        return;
+    }
+    t->member_held = true;
+    t->tried |= UINT64_C(1) << i;
+    t->server = p->m[i].addr;
+    t->server_len = p->m[i].len;
+    t->phase = CTRL_CONNECTING;
+    if (connector_start(&t->ctrl_conn, t->loop, &t->server, t->server_len, NULL,
+                        t->svc->cfg.connect_timeout, ctrl_connected, t) == -1) {
+        log_warn("test %s: no socket for the server connection: %s", t->id, strerror(errno));
+        ctrl_give_up(t, "no socket", false);
+    }
+}
+
+/* The member asked could not take t (log already written): the next one. */
+static void ctrl_next(struct test *t)
+{
+    ev_io_stop(t->loop, &t->ask_io);
+    ev_timer_stop(t->loop, &t->wait_timer);
+    if (t->ufd >= 0) {
+        close(t->ufd);
+        t->ufd = -1;
+    }
+    test_release_member(t);
+    ctrl_try(t);
+}
+
+/* The member answered `first` (not ACCESS_DENIED): the control relay starts
+ * with that byte, seen by the parser, on its way to the client. */
+static void ctrl_start_relay(struct test *t, uint8_t first)
+{
+    int ufd = t->ufd;
+    ev_io_stop(t->loop, &t->ask_io);
+    ev_timer_stop(t->loop, &t->wait_timer);
+    t->ufd = -1;
+    if (t->waiter.since > 0) {
+        t->queued_for = queued_seconds(t);
+        pool_count_wait(&t->svc->pool3, t->queued_for);
+    }
+    int k = pool_find(&t->svc->pool3, &t->server);
+    if (k >= 0)
+        t->svc->pool3.m[k].served++;
+    struct relay_opts o = {
+        .splice = false, .idle = t->svc->cfg.idle_timeout, .activity = &t->act,
+        .inspect = ctrl_inspect, .done = ctrl_done, .arg = t,
+    };
+    t->ctrl = relay_new(t->loop, t->cfd, ufd, &o);
+    if (t->ctrl == NULL || relay_preload(t->ctrl, FLOW_S2C, &first, 1) == -1) {
+        if (t->ctrl) {
+            t->ctrl->fd[0] = t->ctrl->fd[1] = -1;
+            relay_free(t->ctrl);
+            t->ctrl = NULL;
+        }
+        close(ufd);
+        ctrl_give_up(t, "out of memory", false);
+        return;
+    }
+    t->cfd = -1;
+    t->phase = CTRL_RELAYING;
+    struct i3_event ev;
+    i3_ctrl_feed(&t->parser, I3_S2C, &first, 1, &ev);
+    if (ev.kind == I3_EV_STATE)
+        on_server_state(t, ev.state);
+    relay_start(t->ctrl);   /* may end (and free t) at once */
+}
+
+/* CTRL_ASKING: the member's first byte, or its closing without one. */
+static void ask_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop; (void)revents;
+    struct test *t = w->data;
+    char s[ADDR_STR_MAX];
+    uint8_t b;
+    ssize_t n = recv(t->ufd, &b, 1, 0);
+    if (n == -1 && (errno == EAGAIN || errno == EINTR))
+        return;
+    int k = pool_find(&t->svc->pool3, &t->server);
+    if (n == 1 && (int8_t)b == I3_ACCESS_DENIED) {
+        log_debug("test %s: server %s is busy (ACCESS_DENIED): asking the next one", t->id,
+                  addr_s(&t->server, s));
+        if (k >= 0)
+            pool_member_refused(&t->svc->pool3, k);
+        ctrl_next(t);
+        return;
+    }
+    if (n == 1) {
+        ctrl_start_relay(t, b);
+        return;
+    }
+    log_warn("test %s: server %s closed the control connection without a word (%s): asking "
+             "the next one", t->id, addr_s(&t->server, s), n == 0 ? "EOF" : strerror(errno));
+    if (k >= 0)
+        pool_member_failed(&t->svc->pool3, k, true, "closed a new connection without a word");
+    ctrl_next(t);
+}
+
+/* CTRL_ASKING: the member never answered; CTRL_QUEUED: --queue-timeout. */
+static void wait_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop; (void)revents;
+    struct test *t = w->data;
+    if (t->phase == CTRL_QUEUED) {
+        pool_dequeue(&t->svc->pool3, &t->waiter);
+        ev_io_stop(t->loop, &t->client_io);
+        ctrl_wait(t);   /* past the deadline: refused */
+        return;
+    }
+    char s[ADDR_STR_MAX];
+    log_warn("test %s: server %s accepted but sent nothing within %.1f s: asking the next one",
+             t->id, addr_s(&t->server, s), t->svc->cfg.connect_timeout);
+    int k = pool_find(&t->svc->pool3, &t->server);
+    if (k >= 0)
+        pool_member_failed(&t->svc->pool3, k, true, "accepted but never answered the cookie");
+    ctrl_next(t);
+}
+
 static void ctrl_connected(void *arg, int ufd, int err)
 {
     struct test *t = arg;
+    struct pool *p = &t->svc->pool3;
     char c[ADDR_STR_MAX], s[ADDR_STR_MAX];
+    int k = pool_find(p, &t->server);
 
-    t->ctrl_connecting = false;
     if (ufd < 0) {
         log_warn("test %s: cannot reach server %s for client %s: %s", t->id,
                  addr_s(&t->server, s), addr_s(&t->client, c), strerror(err));
-        net_close_reset(t->cfd);
-        t->failure = "server unreachable";
-        t->ctrl_done = true;
-        test_maybe_free(t);
+        if (k >= 0 && err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM)
+            pool_member_failed(p, k, false, strerror(err));
+        ctrl_next(t);
         return;
     }
+    if (k >= 0)
+        pool_member_ok(p, k);
     /* iperf3 sets TCP_NODELAY on its control sockets: each state byte must go
      * out at once.  With Nagle a message would wait for the delayed ACK of the
      * one before (~40 ms): in -R UDP tests the server's first datagrams then
@@ -697,31 +998,45 @@ static void ctrl_connected(void *arg, int ufd, int err)
     struct tcp_opts nodelay = { .nodelay = 1 };
     tcp_opts_apply(t->cfd, &nodelay);
     tcp_opts_apply(ufd, &nodelay);
-    struct relay_opts o = {
-        .splice = false, .idle = t->svc->cfg.idle_timeout, .activity = &t->act,
-        .inspect = ctrl_inspect, .done = ctrl_done, .arg = t,
-    };
-    t->ctrl = relay_new(t->loop, t->cfd, ufd, &o);
-    if (t->ctrl == NULL || relay_preload(t->ctrl, FLOW_C2S, t->cookie, I3_COOKIE_SIZE) == -1) {
-        if (t->ctrl) {
-            t->ctrl->fd[0] = t->ctrl->fd[1] = -1;
-            relay_free(t->ctrl);
-            t->ctrl = NULL;
-        }
-        close(ufd);
-        net_close_reset(t->cfd);
-        t->failure = "out of memory";
-        t->ctrl_done = true;
-        test_maybe_free(t);
+    t->ufd = ufd;
+    /* the cookie at once: servers up to 3.14 block their main loop on it */
+    ssize_t n = send(ufd, t->cookie, I3_COOKIE_SIZE, MSG_NOSIGNAL);
+    if (n != I3_COOKIE_SIZE) {
+        log_warn("test %s: could not send the cookie to server %s: %s", t->id,
+                 addr_s(&t->server, s), n == -1 ? strerror(errno) : "short write");
+        if (k >= 0)
+            pool_member_failed(p, k, true, "the cookie could not be sent");
+        ctrl_next(t);
         return;
     }
-    t->cfd = -1;
-    relay_start(t->ctrl);   /* may end (and free t) at once */
+    t->phase = CTRL_ASKING;
+    ev_io_init(&t->ask_io, ask_read_cb, ufd, EV_READ);
+    t->ask_io.data = t;
+    ev_io_start(t->loop, &t->ask_io);
+    ev_timer_set(&t->wait_timer, t->svc->cfg.connect_timeout, 0);
+    ev_timer_start(t->loop, &t->wait_timer);
+}
+
+/* Live tests (control connection not finished) from the host of peer. */
+static int tests_of_host(const struct service *svc, const struct sockaddr_storage *peer)
+{
+    int n = 0;
+    for (const struct test *t = svc->tests; t; t = t->next)
+        n += !t->ctrl_done && pool_addr_same(&t->client, peer, false);
+    return n;
 }
 
 static void test_new(struct service *svc, int fd, const struct sockaddr_storage *peer,
                      const uint8_t cookie[I3_COOKIE_SIZE])
 {
+    char who[ADDR_STR_MAX];
+    int limit = svc->cfg.max_tests_per_client;
+    if (limit > 0 && tests_of_host(svc, peer) >= limit) {
+        log_info("refusing iperf3 client %s: it already runs %d test(s) "
+                 "(--max-tests-per-client %d): told busy", addr_s(peer, who), limit, limit);
+        tell_busy(fd, peer);
+        return;
+    }
     struct test *t = calloc(1, sizeof(*t));
     if (t == NULL) {
         log_error("out of memory: refusing an iperf3 client");
@@ -730,8 +1045,6 @@ static void test_new(struct service *svc, int fd, const struct sockaddr_storage 
     }
     t->svc = svc;
     t->loop = svc->loop;
-    t->server = svc->cfg.upstream_addr;
-    t->server_len = svc->cfg.upstream_len;
     t->started = time(NULL);
     t->t0 = ev_now(svc->loop);
     memcpy(t->cookie, cookie, I3_COOKIE_SIZE);
@@ -739,10 +1052,16 @@ static void test_new(struct service *svc, int fd, const struct sockaddr_storage 
         t->id[i] = (cookie[i] >= 0x21 && cookie[i] <= 0x7e) ? (char)cookie[i] : '?';
     t->client = *peer;
     t->cfd = fd;
+    t->ufd = -1;
+    t->waiter.wake = waiter_wake;
     ev_init(&t->role_timer, role_timeout_cb);
     t->role_timer.data = t;
     ev_init(&t->params_timer, params_timeout_cb);
     t->params_timer.data = t;
+    ev_init(&t->wait_timer, wait_timeout_cb);
+    t->wait_timer.data = t;
+    ev_init(&t->ask_io, ask_read_cb);
+    ev_init(&t->client_io, client_wait_cb);
     i3_ctrl_init(&t->parser, t->svc->cfg.params_max, t->svc->cfg.results_max);
     struct i3_event ev;
     i3_ctrl_feed(&t->parser, I3_C2S, cookie, I3_COOKIE_SIZE, &ev);   /* the cookie */
@@ -750,18 +1069,8 @@ static void test_new(struct service *svc, int fd, const struct sockaddr_storage 
     svc->tests = t;
     svc->ntests++;
 
-    char who[ADDR_STR_MAX];
     log_debug("test %s: control connection from %s", t->id, addr_s(peer, who));
-    t->ctrl_connecting = true;
-    if (connector_start(&t->ctrl_conn, t->loop, &t->server, t->server_len, NULL,
-                        t->svc->cfg.connect_timeout, ctrl_connected, t) == -1) {
-        log_warn("test %s: no socket for the server connection: %s", t->id, strerror(errno));
-        t->ctrl_connecting = false;
-        close(fd);
-        t->failure = "no socket";
-        t->ctrl_done = true;
-        test_maybe_free(t);
-    }
+    ctrl_try(t);
 }
 
 /* A new test while the service drains: the client gets what a busy server
@@ -770,12 +1079,9 @@ static void test_new(struct service *svc, int fd, const struct sockaddr_storage 
 static void refuse_draining(int fd, const struct sockaddr_storage *peer)
 {
     char who[ADDR_STR_MAX];
-    int8_t denied = I3_ACCESS_DENIED;
     log_info("refusing iperf3 client %s: the shim is shutting down (draining)",
              addr_s(peer, who));
-    if (send(fd, &denied, 1, MSG_NOSIGNAL) != 1)
-        log_debug("could not tell %s: %s", who, strerror(errno));
-    close(fd);
+    tell_busy(fd, peer);
 }
 
 void i3_accept(struct service *svc, int fd, const struct sockaddr_storage *peer,
@@ -793,6 +1099,36 @@ void i3_accept(struct service *svc, int fd, const struct sockaddr_storage *peer,
         return;
     }
     test_new(svc, fd, peer, cookie);
+}
+
+int i3_udp_server(const struct service *svc, const struct sockaddr_storage *client,
+                  struct sockaddr_storage *server, socklen_t *len)
+{
+    const struct test *creating = NULL, *running = NULL;
+    int ncreating = 0;
+    for (const struct test *t = svc->tests; t; t = t->next) {
+        if (t->phase != CTRL_RELAYING || !t->have_params || t->params.proto != I3_PROTO_UDP ||
+            !pool_addr_same(&t->client, client, false))
+            continue;
+        if (t->server_state == I3_CREATE_STREAMS) {
+            ncreating++;
+            if (creating == NULL || t->t0 < creating->t0)
+                creating = t;
+        } else if (running == NULL || t->t0 > running->t0) {
+            running = t;
+        }
+    }
+    const struct test *t = creating ? creating : running;
+    if (t == NULL)
+        return -1;
+    if (ncreating > 1) {
+        char who[ADDR_STR_MAX];
+        log_warn("host %s creates UDP streams for %d iperf3 tests at once: new stream given to "
+                 "test %s (the oldest)", addr_s(client, who), ncreating, t->id);
+    }
+    *server = t->server;
+    *len = t->server_len;
+    return 0;
 }
 
 void i3_close_all(struct service *svc)

@@ -42,6 +42,13 @@ struct service;
 void i3_accept(struct service *svc, int fd, const struct sockaddr_storage *peer,
                const uint8_t cookie[I3_COOKIE_SIZE]);
 
+/* The server a new iperf3 UDP stream from client goes to: that of the test
+ * of the same host whose server is creating streams (CREATE_STREAMS sent,
+ * TEST_START not yet); failing that, of its latest UDP test still running.
+ * Returns 0 with *server and *len set, or -1 if the host has no UDP test. */
+int  i3_udp_server(const struct service *svc, const struct sockaddr_storage *client,
+                   struct sockaddr_storage *server, socklen_t *len);
+
 /* Closes every test of svc at once (shutdown). */
 void i3_close_all(struct service *svc);
 
