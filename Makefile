@@ -62,6 +62,19 @@ build/san/tests/%: tests/unit/%.c $(LIB_SAN) $(PXY_SAN)
 # header dependencies, written by -MMD
 -include $(shell find build -name '*.d' 2>/dev/null)
 
+# Proxy unit tests (tests/unit/test_relay.c): the proxy objects they exercise, never
+# main.c, and the system-call seams of tests/unit/mock_sys.c bound with --wrap.
+RELAY_TEST_OBJ := proxy/relay.o proxy/net.o
+RELAY_TEST_WRAP := -Wl,--wrap=calloc,--wrap=realloc,--wrap=pipe2,--wrap=send,--wrap=read,--wrap=splice,--wrap=shutdown
+
+build/rel/tests/test_relay: tests/unit/test_relay.c tests/unit/mock_sys.c tests/unit/mock_sys.h $(addprefix build/rel/,$(RELAY_TEST_OBJ))
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) $(CFLAGS) $(RELAY_TEST_WRAP) -o $@ $(filter %.c %.o,$^) $(LDLIBS) -lcmocka
+
+build/san/tests/test_relay: tests/unit/test_relay.c tests/unit/mock_sys.c tests/unit/mock_sys.h $(addprefix build/san/,$(RELAY_TEST_OBJ))
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) $(CFLAGS) $(SAN) $(RELAY_TEST_WRAP) -o $@ $(filter %.c %.o,$^) $(LDLIBS) -lcmocka
+
 san: build/san/iperf-shim $(UNIT_SAN)
 
 unit: $(UNIT_BIN)

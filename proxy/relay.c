@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -42,7 +43,7 @@ static bool flow_splicing(const struct flow *f)
 static size_t flow_room(const struct flow *f)
 {
     if (flow_splicing(f))
-        return f->pipe_cap - f->in_pipe;
+        return f->pipe_full ? 0 : f->pipe_cap - f->in_pipe;
     return f->buf_cap - f->buf_len;
 }
 
@@ -54,6 +55,7 @@ static void flow_close_pipe(struct flow *f)
     }
     f->pipe[0] = f->pipe[1] = -1;
     f->in_pipe = 0;
+    f->pipe_full = false;
 }
 
 /* Switches a flow to copy mode.  Returns 0, or -1 if out of memory. */
@@ -192,6 +194,7 @@ static enum io_res flow_write(struct relay *r, int d)
         if (n > 0) {
             f->in_pipe -= (size_t)n;
             f->bytes += (uint64_t)n;
+            f->pipe_full = false;
             continue;
         }
         if (n == -1 && errno == EINTR)
@@ -223,6 +226,12 @@ static enum io_res flow_read(struct relay *r, int d)
         }
         if (n > 0)
             f->in_pipe += (size_t)n;
+        /* EAGAIN with bytes in the pipe: the socket is empty or the pipe is
+         * out of slots (small segments take one each).  Which one cannot be
+         * told, so stop reading until bytes leave the pipe, as haproxy
+         * does; a level-triggered read watcher would spin otherwise. */
+        if (n == -1 && errno == EAGAIN && f->in_pipe > 0)
+            f->pipe_full = true;
     } else {
         n = read(src, f->buf + f->buf_len, f->buf_cap - f->buf_len);
         if (n > 0 && r->opts.inspect != NULL &&
@@ -256,6 +265,18 @@ static void flow_discard(struct flow *f)
         f->in_pipe -= (size_t)n < f->in_pipe ? (size_t)n : f->in_pipe;
     }
     f->in_pipe = 0;
+    f->pipe_full = false;
+}
+
+/* Bytes that wait, unread by us, in socket fd (0 if that cannot be told).
+ * Leaves errno alone. */
+static int sock_unread(int fd)
+{
+    int saved = errno, n = 0;
+    if (ioctl(fd, FIONREAD, &n) == -1)
+        n = 0;
+    errno = saved;
+    return n;
 }
 
 /* Side `side` reset its connection.  Returns true if it had finished
@@ -270,13 +291,14 @@ static bool side_reset(struct relay *r, int side)
     r->err = errno;
     r->err_side = side;
     /* It had finished sending if it sent its FIN first, or if it had spoken
-     * and was receiving when it reset: nothing of its own pending, and the
-     * last bytes moved toward it, not from it.  A side that never said
-     * anything and resets (a refused or dropped connection) is a failure. */
+     * and was receiving when it reset: nothing of its own pending (in the
+     * flow or still unread in our socket), and the last bytes moved toward
+     * it, not from it.  A side that never said anything and resets (a
+     * refused or dropped connection) is a failure. */
     bool finished = from->state == FLOW_DRAIN || from->state == FLOW_SHUT ||
                     from->state == FLOW_DISCARD ||
                     (from->bytes > 0 && flow_pending(from) == 0 && to->last_in > 0 &&
-                     from->last_in <= to->last_in);
+                     from->last_in <= to->last_in && sock_unread(r->fd[side]) == 0);
     if (!finished)
         return false;
     r->reset_absorbed = true;
@@ -293,12 +315,23 @@ static bool side_reset(struct relay *r, int side)
 }
 
 /* A write to the destination of flow d failed.  Returns true if the relay
- * goes on (see side_reset), false if it must end with a reset. */
+ * goes on (see side_reset), false if it must end (r->err set). */
 static bool flow_dst_failed(struct relay *r, int d)
 {
-    if (errno != ECONNRESET && errno != EPIPE && errno != ENOTCONN)
+    if (errno != ECONNRESET && errno != EPIPE && errno != ENOTCONN) {
+        r->err = errno;
+        r->err_side = 1 - d;
         return false;
+    }
     return side_reset(r, 1 - d);
+}
+
+/* How a relay ends after flow_push() failed: RELAY_END_RESET when the
+ * failed side reset, RELAY_END_ERROR for any other socket error. */
+static enum relay_end push_failure(const struct relay *r)
+{
+    return r->err == ECONNRESET || r->err == EPIPE || r->err == ENOTCONN ?
+           RELAY_END_RESET : RELAY_END_ERROR;
 }
 
 /* Forwards a FIN once everything before it was delivered.  Returns false on
@@ -378,7 +411,7 @@ static void on_readable(struct relay *r, int d)
         if (res == IO_EOF) {
             f->state = f->state == FLOW_DISCARD ? FLOW_SHUT : FLOW_DRAIN;
             if (!flow_push(r, d)) {
-                relay_end(r, RELAY_END_RESET);
+                relay_end(r, push_failure(r));
                 return;
             }
             break;
@@ -386,7 +419,7 @@ static void on_readable(struct relay *r, int d)
         if (f->state == FLOW_DISCARD)
             continue;
         if (!flow_push(r, d)) {
-            relay_end(r, RELAY_END_RESET);
+            relay_end(r, push_failure(r));
             return;
         }
     }
@@ -406,7 +439,7 @@ static void wr_cb(struct ev_loop *loop, ev_io *w, int revents)
     struct relay *r = w->data;
     int d = w == &r->wr[SIDE_SERVER] ? FLOW_C2S : FLOW_S2C;   /* flow whose dst is writable */
     if (!flow_push(r, d)) {
-        relay_end(r, RELAY_END_RESET);
+        relay_end(r, push_failure(r));
         return;
     }
     relay_rearm(r);
@@ -445,7 +478,7 @@ void relay_start(struct relay *r)
     /* deliver preloaded bytes at once; watchers only where needed */
     for (int d = 0; d < 2; d++) {
         if (!flow_push(r, d)) {
-            relay_end(r, RELAY_END_RESET);
+            relay_end(r, push_failure(r));
             return;
         }
     }

@@ -85,6 +85,8 @@ struct flow {
     int       pipe[2];       /* splice pipe (read end, write end), -1 in copy mode */
     size_t    in_pipe;       /* bytes sitting in the pipe */
     size_t    pipe_cap;      /* pipe capacity */
+    bool      pipe_full;     /* splice into the pipe hit EAGAIN while it held bytes: it
+                                may be out of slots; read again once bytes left it */
     uint8_t  *buf;           /* copy buffer, or preloaded bytes in splice mode */
     size_t    buf_cap;       /* allocated size of buf */
     size_t    buf_off;       /* first pending byte in buf */
