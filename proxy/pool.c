@@ -128,6 +128,8 @@ static bool usable(const struct pool_member *m, ev_tstamp now)
     return m->health == MEMBER_UP || now >= m->retry_at;
 }
 
+bool pool_all_down(const struct pool *p);
+
 int pool_pick_iperf3(struct pool *p, uint64_t skip)
 {
     ev_tstamp now = ev_now(p->loop);
@@ -140,7 +142,16 @@ int pool_pick_iperf3(struct pool *p, uint64_t skip)
         m->tests++;
         return i;
     }
-    return -1;
+    if (!pool_all_down(p))
+        return -1;
+    int best = -1;   /* every member down: the one whose back-off ends first */
+    for (int i = 0; i < p->n; i++)
+        if (!((skip >> i) & 1u) && p->m[i].tests == 0 &&
+            (best < 0 || p->m[i].retry_at < p->m[best].retry_at))
+            best = i;
+    if (best >= 0)
+        p->m[best].tests++;
+    return best;
 }
 
 int pool_pick_iperf2(struct pool *p)
@@ -167,6 +178,15 @@ bool pool_all_down(const struct pool *p)
         if (usable(&p->m[i], now))
             return false;
     return true;
+}
+
+bool pool_any_busy(const struct pool *p)
+{
+    ev_tstamp now = ev_now(p->loop);
+    for (int i = 0; i < p->n; i++)
+        if (p->m[i].tests > 0 || now < p->m[i].busy_until)
+            return true;
+    return false;
 }
 
 void pool_member_ok(struct pool *p, int i)

@@ -110,7 +110,9 @@ bool pool_addr_same(const struct sockaddr_storage *a, const struct sockaddr_stor
 /* The member at addr, or -1 (removed by a reload). */
 int  pool_find(const struct pool *p, const struct sockaddr_storage *addr);
 
-/* iperf3: a free member not in skip (bit i: member i), or -1 if none. */
+/* iperf3: a free member not in skip (bit i: member i), counted in its
+ * tests; when every member is down, the one whose back-off ends first
+ * (down members are not skipped for good); -1 if none. */
 int  pool_pick_iperf3(struct pool *p, uint64_t skip);
 
 /* iperf2: the least-loaded usable member; if every one is down, the one
@@ -119,6 +121,10 @@ int  pool_pick_iperf2(struct pool *p);
 
 /* True when every member is down or suspect and still in its back-off. */
 bool pool_all_down(const struct pool *p);
+
+/* True when some member runs (or is being offered) a test of ours, or
+ * refused one (ACCESS_DENIED) within the last second: worth waiting for. */
+bool pool_any_busy(const struct pool *p);
 
 /* The member answered or connected: back to UP (logged if it was not). */
 void pool_member_ok(struct pool *p, int i);
