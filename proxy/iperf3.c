@@ -76,6 +76,8 @@ struct test {
     ev_io             client_io;          /* CTRL_QUEUED: notices the client leaving */
     struct pool_waiter waiter;            /* CTRL_QUEUED: place in the queue (since: 0 never) */
     uint64_t          tried;              /* members asked since the last queuing (bit i) */
+    bool              forced;             /* no queue: sent to a busy member, its answer stands */
+    bool              last_denied;        /* the last member asked answered ACCESS_DENIED */
     bool              member_held;        /* counted in its member's tests (pool3) */
     double            queued_for;         /* s: time spent in the queue before a member took it */
     struct relay     *ctrl;               /* control relay, NULL before/after */
@@ -767,6 +769,7 @@ static void ctrl_give_up(struct test *t, const char *failure, bool busy)
 }
 
 static void ctrl_try(struct test *t);
+static void ctrl_ask(struct test *t, int i);
 static void ctrl_connected(void *arg, int ufd, int err);
 
 /* Seconds t has been waiting in the queue (0 if it never queued). */
@@ -823,6 +826,20 @@ static void ctrl_wait(struct test *t)
         ctrl_give_up(t, "every server busy while the shim drains", true);
         return;
     }
+    if (cfg->queue_max == 0) {   /* no queue: as directly, a server's own answer */
+        int i = t->forced ? -1 : pool_pick_any(p, t->tried);
+        if (i >= 0) {
+            t->forced = true;
+            ctrl_ask(t, i);
+        } else if (t->last_denied) {
+            ctrl_give_up(t, "every server busy, no queue (--queue-max 0)", true);
+        } else {
+            log_warn("test %s: no server could take client %s", t->id,
+                     addr_s(&t->client, who));
+            ctrl_give_up(t, "server unreachable", false);
+        }
+        return;
+    }
     if (t->waiter.since == 0) {   /* first time */
         if (p->queued >= cfg->queue_max) {
             p->queue_full++;
@@ -859,11 +876,18 @@ static void ctrl_try(struct test *t)
 {
     struct pool *p = &t->svc->pool3;
     int i = pool_pick_iperf3(p, t->tried);
-    if (i < 0) {
+    if (i < 0)
         ctrl_wait(t);
-        return;
-    }
+    else
+        ctrl_ask(t, i);
+}
+
+/* Connects to member i (already counted in its tests) to offer it t. */
+static void ctrl_ask(struct test *t, int i)
+{
+    struct pool *p = &t->svc->pool3;
     t->member_held = true;
+    t->last_denied = false;
     t->tried |= UINT64_C(1) << i;
     t->server = p->m[i].addr;
     t->server_len = p->m[i].len;
@@ -941,7 +965,8 @@ static void ask_read_cb(struct ev_loop *loop, ev_io *w, int revents)
     if (n == -1 && (errno == EAGAIN || errno == EINTR))
         return;
     int k = pool_find(&t->svc->pool3, &t->server);
-    if (n == 1 && (int8_t)b == I3_ACCESS_DENIED) {
+    t->last_denied = n == 1 && (int8_t)b == I3_ACCESS_DENIED;
+    if (t->last_denied) {
         log_debug("test %s: server %s is busy (ACCESS_DENIED): asking the next one", t->id,
                   addr_s(&t->server, s));
         if (k >= 0)

@@ -154,6 +154,17 @@ int pool_pick_iperf3(struct pool *p, uint64_t skip)
     return best;
 }
 
+int pool_pick_any(struct pool *p, uint64_t skip)
+{
+    int best = -1;
+    for (int i = 0; i < p->n; i++)
+        if (!((skip >> i) & 1u) && (best < 0 || p->m[i].tests < p->m[best].tests))
+            best = i;
+    if (best >= 0)
+        p->m[best].tests++;
+    return best;
+}
+
 int pool_pick_iperf2(struct pool *p)
 {
     ev_tstamp now = ev_now(p->loop);

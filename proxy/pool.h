@@ -115,6 +115,10 @@ int  pool_find(const struct pool *p, const struct sockaddr_storage *addr);
  * (down members are not skipped for good); -1 if none. */
 int  pool_pick_iperf3(struct pool *p, uint64_t skip);
 
+/* iperf3 without a queue: the member not in skip with the fewest tests of
+ * ours, busy or not (its own answer goes to the client), or -1. */
+int  pool_pick_any(struct pool *p, uint64_t skip);
+
 /* iperf2: the least-loaded usable member; if every one is down, the one
  * whose back-off ends first (-1 only for an empty pool). */
 int  pool_pick_iperf2(struct pool *p);
