@@ -87,10 +87,83 @@ bool i3_closes_ctrl_with_half_close(int major, int minor)
 
 uint32_t i3_server_params_cap(int major, int minor)
 {
-    return i3_at_least(major, minor, 3, 18) ? 8u * 1024u : 0u;
+    return i3_at_least(major, minor, 3, 18) ? I3_PARAMS_CAP_318 : 0u;
 }
 
 bool i3_server_params_typed(int major, int minor)
 {
     return i3_at_least(major, minor, 3, 18);
+}
+
+/* One known error code. */
+struct i3_error_name {
+    int32_t     code;   /* i_errno */
+    const char *text;   /* what it means, for a log line */
+};
+
+/* The codes a server sends (parameter checks, control and stream errors). */
+static const struct i3_error_name i3_errors[] = {
+    { 5,   "test duration too long" },
+    { 6,   "too many parallel streams" },
+    { 7,   "block size too large" },
+    { 8,   "socket buffer too large" },
+    { 10,  "MSS too large" },
+    { 12,  "bad --omit value" },
+    { 16,  "more than one end condition (-t, -n, -k)" },
+    { 18,  "no SCTP support" },
+    { 20,  "bad UDP block size" },
+    { 25,  "both --reverse and --bidir" },
+    { 27,  "rate above the server's --server-bitrate-limit" },
+    { 31,  "bad receive timeout" },
+    { 32,  "receive timeout only valid with -R" },
+    { 34,  "cannot send a file over UDP" },
+    { 36,  "control keepalive period shorter than its retries" },
+    { 37,  "duration above the server's --server-max-duration" },
+    { 100, "cannot create a test" },
+    { 101, "test initialisation failed" },
+    { 104, "cannot accept a connection" },
+    { 106, "cannot read the cookie" },
+    { 107, "cannot write to the control connection" },
+    { 108, "cannot read from the control connection" },
+    { 109, "control connection closed unexpectedly" },
+    { 110, "unknown control message" },
+    { 111, "cannot send a control message" },
+    { 112, "cannot read a control message" },
+    { 114, "cannot read the test parameters" },
+    { 115, "cannot build the results" },
+    { 116, "cannot send the results" },
+    { 117, "cannot read the results" },
+    { 118, "select failed" },
+    { 119, "the client terminated" },
+    { 121, "server busy" },
+    { 122, "cannot set TCP_NODELAY" },
+    { 123, "cannot set the MSS" },
+    { 124, "cannot set the socket buffer size" },
+    { 125, "cannot set the IP TOS" },
+    { 127, "cannot set the IPv6 flow label" },
+    { 131, "protocol not supported" },
+    { 134, "cannot set the congestion control algorithm" },
+    { 140, "cannot set the pacing rate" },
+    { 141, "socket buffer size not applied as asked" },
+    { 142, "authentication failed" },
+    { 144, "no message received in time" },
+    { 145, "cannot set don't-fragment" },
+    { 150, "cannot create a stream thread" },
+    { 160, "test duration expired" },
+    { 200, "cannot create a data stream" },
+    { 201, "cannot initialise a data stream" },
+    { 202, "cannot listen for data streams" },
+    { 204, "cannot accept a data stream" },
+    { 205, "cannot write to a data stream" },
+    { 206, "cannot read from a data stream" },
+    { 207, "a data stream closed unexpectedly" },
+    { 208, "bad data stream id" },
+};
+
+const char *i3_error_text(int32_t code)
+{
+    for (size_t i = 0; i < sizeof(i3_errors) / sizeof(i3_errors[0]); i++)
+        if (i3_errors[i].code == code)
+            return i3_errors[i].text;
+    return NULL;
 }

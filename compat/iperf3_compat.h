@@ -47,8 +47,13 @@ bool i3_udp_magic_endian_fixed(int major, int minor);
  * a relay must propagate the half-close or that end waits. */
 bool i3_closes_ctrl_with_half_close(int major, int minor);
 
-/* Returns the largest parameters JSON that server version accepts (8192 for
- * 3.18+, MAX_PARAMS_JSON_STRING in JSON_read), or 0 when it has no cap. */
+/* Returns the largest parameters JSON that server version accepts
+ * (I3_PARAMS_CAP_318 for 3.18+, MAX_PARAMS_JSON_STRING in JSON_read), or 0
+ * when it has no cap.  A 3.18+ server refuses longer parameters itself with
+ * SERVER_ERROR 114 (IERECVPARAMS), which the client reports clearly ("unable
+ * to receive parameters from client"): a relay should let it. */
+#define I3_PARAMS_CAP_318 8192u
+#define I3_ERR_RECVPARAMS 114   /* IERECVPARAMS: what such a server then sends */
 uint32_t i3_server_params_cap(int major, int minor);
 
 /* Returns true when that server sets a flag parameter ("reverse",
@@ -56,5 +61,15 @@ uint32_t i3_server_params_cap(int major, int minor);
  * iperf_cJSON_GetObjectItemType in get_parameters); false when the mere
  * presence of the key sets it, whatever its value (up to 3.17). */
 bool i3_server_params_typed(int major, int minor);
+
+/* Returns a short operator text for an iperf3 error code (i_errno) as a
+ * server sends it after SERVER_ERROR, e.g. 205 "cannot write to a data
+ * stream", 160 "test duration expired"; NULL for a code it does not know.
+ * The numbering (iperf_api.h) only grew from 3.12 to 3.21: 34-38, 150-160
+ * are new (36 IECNTLKA, 37 max duration exceeded, 160 test duration expired).
+ * 3.21 servers also send SERVER_ERROR at the end of a test that completed,
+ * after the results, when a data stream thread left an error behind
+ * (cleanup_server: typically 205 with EBADF or 206). */
+const char *i3_error_text(int32_t code);
 
 #endif

@@ -1,5 +1,7 @@
 #include "protocol/iperf2.h"
 
+#include "compat/iperf2_compat.h"
+
 #include <string.h>
 
 /* Flag bits an iperf2 client may set in a TCP test header (bounceback aside);
@@ -19,11 +21,6 @@
 
 /* bounceback_hdr.bbflags bits (QUICKACK, CLOCKSYNCED, TOS, STOP, 2.2 REPLYSIZE). */
 #define BB_FLAGS_KNOWN 0xF800u
-
-/* --sync-transfer-id (2.2) in numThreads: marker bit, id in bits 20..30. */
-#define HASTRANSFERID  0x80000000u
-#define TRANSFERIDMASK 0x7FF00000u
-#define THREADSMASK    0x000FFFFFu
 
 /* Offsets in a test header, from its flags word. */
 enum {
@@ -66,9 +63,8 @@ static bool fields_plausible(const uint8_t *p, size_t avail, uint32_t flags)
 {
     if (v1_filled(flags)) {
         if (avail >= OFF_THREADS + 4) {
-            uint32_t n = be32(p + OFF_THREADS);
-            if ((flags & I2_HEADER_EXTEND) && (n & HASTRANSFERID))
-                n &= THREADSMASK;
+            uint32_t tid;
+            uint32_t n = i2_threads_split(be32(p + OFF_THREADS), flags & I2_HEADER_EXTEND, &tid);
             if (n == 0 || n > I2_MAX_THREADS)
                 return false;
         }
@@ -91,16 +87,11 @@ static bool fields_plausible(const uint8_t *p, size_t avail, uint32_t flags)
                                             be32(p + OFF_LENGTH) > I2_HDR_MAX_LEN))
                 return false;
         }
-        if (avail >= OFF_VER_U + 4) {
-            uint32_t vu = be32(p + OFF_VER_U);
-            if ((vu >> 16) != 2 || (vu & 0xFFFFu) > 0xFF)
-                return false;
-        }
-        if (avail >= OFF_VER_L + 4) {
-            uint32_t vl = be32(p + OFF_VER_L);
-            if ((vl >> 16) > 0xFF || (vl & 0xFFFFu) > 3)
-                return false;
-        }
+        /* any build type (version_l's low 16 bits): compat/iperf2_compat.h */
+        if (avail >= OFF_VER_U + 4 &&
+            !i2_version_plausible(be32(p + OFF_VER_U), avail >= OFF_VER_L + 4 ?
+                                                       be32(p + OFF_VER_L) : 0))
+            return false;
     }
     return true;
 }
@@ -112,12 +103,8 @@ static void fields_fill(const uint8_t *p, uint32_t flags, struct i2_test_hdr *h)
     h->flags = flags;
     h->v1_valid = v1_filled(flags);
     if (h->v1_valid) {
-        uint32_t n = be32(p + OFF_THREADS);
-        if ((flags & I2_HEADER_EXTEND) && (n & HASTRANSFERID)) {
-            h->transfer_id = (n & TRANSFERIDMASK) >> 20;
-            n &= THREADSMASK;
-        }
-        h->num_threads = n;
+        h->num_threads = i2_threads_split(be32(p + OFF_THREADS), flags & I2_HEADER_EXTEND,
+                                          &h->transfer_id);
         h->port = (uint16_t)be32(p + OFF_PORT);
         h->buflen = be32(p + OFF_BUFLEN);
         h->winband = be32(p + OFF_WINBAND);

@@ -144,7 +144,8 @@ struct i2_test_hdr {
     uint16_t upperflags;   /* client_hdrext.upperflags (I2_UF_*); 0 from 2.0.10-2.0.13 */
     uint16_t lowerflags;   /* client_hdrext.lowerflags; 0 from 2.0.10-2.0.13 */
     uint32_t version_u;    /* peer version: major << 16 | minor (0x00020001 = 2.1) */
-    uint32_t version_l;    /* peer version: patch << 16 | kind (3 = release) */
+    uint32_t version_l;    /* peer version: patch << 16 | build type (3 release, 5 master:
+                              any value; compat/iperf2_compat.h) */
     uint16_t tos;          /* client_hdrext.tos (-S) */
     uint64_t rate;         /* client_hdrext lRate | uRate: -b, bits/s (or pps);
                               0 from 2.0.10-2.0.13 */
@@ -172,7 +173,8 @@ struct i2_test_hdr {
  * Plausibility: no flag bits outside those iperf2 sends over TCP, a coded
  * length that fits the flags, 1 <= numThreads <= I2_MAX_THREADS,
  * 1 <= mPort <= 65535, mBufLen <= I2_MAX_BUFLEN, mWinBand >= 0 (where the
- * client fills those words), an iperf 2.x version in the extension, a permit
+ * client fills those words), an iperf 2.x version in the extension
+ * (any build type: i2_version_plausible()), a permit
  * key of 4..128 bytes.  A headerless 2.0.10-2.0.13 stream is recognised by
  * its flags word and I2_PATTERN_CHECK bytes of data pattern (out->len 4).
  */

@@ -487,34 +487,57 @@ static int i3_get_int(const cJSON *obj, const char *key, int64_t *out)
 
 /* Reads flag <key> of <obj> into *out (false when absent).  Returns 0, or -1
  * when it is neither a boolean, a number nor null. */
-static int i3_get_bool(const cJSON *obj, const char *key, bool *out)
+/* Reads flag <key> of <obj> into *out as <rule> says; *misread is set when
+ * the lenient reading (true or a nonzero number) would differ.  <number>: a
+ * 3.18+ server expects this flag as a number (any value sets it), not true.
+ * Returns 0, or -1 when the value is of no type a flag can have. */
+static int i3_get_bool(const cJSON *obj, const char *key, bool number, enum i3_flag_rule rule,
+                       bool *out, bool *misread)
 {
     const cJSON *it = cJSON_GetObjectItem(obj, key);
+    bool lenient;
 
     *out = false;
-    if (it == NULL || cJSON_IsFalse(it) || cJSON_IsNull(it))
+    *misread = false;
+    if (it == NULL)
         return 0;
-    if (cJSON_IsTrue(it)) {
-        *out = true;
-        return 0;
+    if (cJSON_IsTrue(it))
+        lenient = true;
+    else if (cJSON_IsFalse(it) || cJSON_IsNull(it))
+        lenient = false;
+    else if (cJSON_IsNumber(it))
+        lenient = it->valuedouble != 0.0;
+    else
+        return -1;
+    switch (rule) {
+    case I3_FLAGS_LENIENT:  *out = lenient; break;
+    case I3_FLAGS_PRESENCE: *out = true; break;          /* up to 3.17: the key alone */
+    case I3_FLAGS_TYPED:    /* 3.18+: the expected JSON type alone */
+        *out = number ? cJSON_IsNumber(it) : cJSON_IsTrue(it);
+        break;
     }
-    if (cJSON_IsNumber(it)) {
-        *out = it->valuedouble != 0.0;
-        return 0;
-    }
-    return -1;
+    *misread = *out != lenient;
+    return 0;
 }
 
 int i3_params_parse(const char *json, size_t len, struct i3_params *out, const char **why)
 {
-    static const struct { const char *key; const char *why; } bool_whys[] = {
-        { "tcp",                "parameter \"tcp\" is not a boolean" },
-        { "udp",                "parameter \"udp\" is not a boolean" },
-        { "sctp",               "parameter \"sctp\" is not a boolean" },
-        { "reverse",            "parameter \"reverse\" is not a boolean" },
-        { "bidirectional",      "parameter \"bidirectional\" is not a boolean" },
-        { "nodelay",            "parameter \"nodelay\" is not a boolean" },
-        { "udp_counters_64bit", "parameter \"udp_counters_64bit\" is not a boolean" },
+    return i3_params_parse_as(json, len, I3_FLAGS_LENIENT, out, why);
+}
+
+int i3_params_parse_as(const char *json, size_t len, enum i3_flag_rule rule,
+                       struct i3_params *out, const char **why)
+{
+    /* number: get_parameters (3.18+) wants a JSON number for it, not true */
+    static const struct { const char *key; bool number; const char *why; } bool_whys[] = {
+        { "tcp",                false, "parameter \"tcp\" is not a boolean" },
+        { "udp",                false, "parameter \"udp\" is not a boolean" },
+        { "sctp",               false, "parameter \"sctp\" is not a boolean" },
+        { "reverse",            false, "parameter \"reverse\" is not a boolean" },
+        { "bidirectional",      false, "parameter \"bidirectional\" is not a boolean" },
+        { "nodelay",            false, "parameter \"nodelay\" is not a boolean" },
+        { "udp_counters_64bit", true,  "parameter \"udp_counters_64bit\" is not a boolean" },
+        { "mptcp",              false, "parameter \"mptcp\" is not a boolean" },
     };
     bool flags[sizeof(bool_whys) / sizeof(bool_whys[0])];
     const char *dummy;
@@ -544,10 +567,15 @@ int i3_params_parse(const char *json, size_t len, struct i3_params *out, const c
     }
 
     for (size_t i = 0; i < sizeof(bool_whys) / sizeof(bool_whys[0]); i++) {
-        if (i3_get_bool(root, bool_whys[i].key, &flags[i]) < 0) {
+        bool misread;
+
+        if (i3_get_bool(root, bool_whys[i].key, bool_whys[i].number, rule, &flags[i],
+                        &misread) < 0) {
             *why = bool_whys[i].why;
             goto out;
         }
+        if (misread && out->misread_flag[0] == '\0')
+            snprintf(out->misread_flag, sizeof(out->misread_flag), "%s", bool_whys[i].key);
     }
     /* get_parameters() applies tcp, then udp, then sctp: the last one wins */
     if (flags[2])
@@ -558,6 +586,7 @@ int i3_params_parse(const char *json, size_t len, struct i3_params *out, const c
     out->bidir              = flags[4];
     out->nodelay            = flags[5];
     out->udp_counters_64bit = flags[6];
+    out->mptcp              = flags[7];
 
     for (size_t i = 0; i < sizeof(i3_num_keys) / sizeof(i3_num_keys[0]); i++) {
         int64_t *f = (int64_t *)((char *)out + i3_num_keys[i].off);

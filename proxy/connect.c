@@ -7,6 +7,10 @@
 #include <netinet/tcp.h>
 #include <unistd.h>
 
+#ifndef IPPROTO_MPTCP
+#define IPPROTO_MPTCP 262   /* linux/in.h, Linux 5.6+ */
+#endif
+
 void tcp_opts_apply(int fd, const struct tcp_opts *o)
 {
     if (o == NULL)
@@ -64,7 +68,11 @@ int connector_start(struct connector *c, struct ev_loop *loop,
                     const struct sockaddr_storage *to, socklen_t tolen,
                     const struct tcp_opts *opts, double timeout, connect_fn cb, void *arg)
 {
-    int fd = socket(to->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = -1;
+    if (opts != NULL && opts->mptcp)   /* EPROTONOSUPPORT, EINVAL, ENOPROTOOPT: no MPTCP */
+        fd = socket(to->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_MPTCP);
+    if (fd == -1)
+        fd = socket(to->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd == -1)
         return -1;
     tcp_opts_apply(fd, opts);

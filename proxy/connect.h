@@ -10,6 +10,7 @@ struct tcp_opts {
     int  bufsize;    /* SO_SNDBUF and SO_RCVBUF, bytes */
     int  mss;        /* TCP_MAXSEG */
     int  nodelay;    /* TCP_NODELAY */
+    int  mptcp;      /* connect with IPPROTO_MPTCP; plain TCP where the kernel has none */
 };
 
 /* Called once: fd >= 0 connected (now the caller's), or fd == -1 and err the

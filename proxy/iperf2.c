@@ -1,5 +1,7 @@
 #include "proxy/iperf2.h"
 
+#include "compat/iperf2_compat.h"
+
 #include "protocol/iperf2.h"
 #include "proxy/connect.h"
 #include "proxy/end_reason.h"
@@ -19,6 +21,9 @@
 #include <unistd.h>
 
 #define I2_MAX_BACK 128   /* connect-back connections accepted per session */
+#define I2_ACCEPT_PAUSE 0.1  /* s: connect-back accepting stops this long after an error */
+#define I2_WARN_EVERY   1.0  /* s: at most one connect-back warning this often per session */
+#define I2_END_MARGIN   1.0  /* s: a reset this close to the planned end of a -t test ends it */
 
 struct sess;
 
@@ -62,6 +67,11 @@ struct sess {
     ev_io             lio;           /* its accept watcher */
     ev_timer          ltimer;        /* closes the listener when no connect-back comes */
     uint16_t          back_port;     /* port the server is told (the listener's) */
+    ev_timer          lpause;        /* resumes accepting after an accept error */
+    ev_tstamp         last_warn;     /* when a connect-back warning was last logged */
+    unsigned          strangers;     /* connect-backs refused: not from the server */
+    unsigned          accept_errs;   /* failed accepts on the connect-back port */
+    ev_tstamp         relay_t0;      /* ev_now() when the main relay started */
     struct back      *backs[I2_MAX_BACK]; /* connect-back connections, NULL once done */
     int               nbacks;        /* accepted so far */
     int               live_backs;    /* still alive */
@@ -84,6 +94,7 @@ static void listener_close(struct sess *s)
         return;
     ev_io_stop(s->loop, &s->lio);
     ev_timer_stop(s->loop, &s->ltimer);
+    ev_timer_stop(s->loop, &s->lpause);
     close(s->lfd);
     s->lfd = -1;
 }
@@ -207,8 +218,8 @@ static void back_connected(void *arg, int fd, int err)
     if (fd < 0) {
         struct sockaddr_storage to = s->client;
         net_set_port(&to, s->hdr.port);
-        log_warn("iperf2 connect-back: cannot reach the client at %s: %s; closing the "
-                 "server's connection", addr_s(&to, c), strerror(err));
+        log_warn("iperf2 connect-back to client %s: %s; closing the server's connection",
+                 addr_s(&to, c), strerror(err));
         net_close_reset(b->sfd);
         b->sfd = -1;
         back_free(b);
@@ -232,17 +243,58 @@ static void back_connected(void *arg, int fd, int err)
     sess_maybe_free(s);
 }
 
+/* Returns true, and notes the time, when a connect-back warning may be
+ * logged now (at most one per I2_WARN_EVERY and session). */
+static bool warn_now(struct sess *s)
+{
+    ev_tstamp now = ev_now(s->loop);
+    if (s->last_warn > 0 && now - s->last_warn < I2_WARN_EVERY)
+        return false;
+    s->last_warn = now;
+    return true;
+}
+
+static void back_resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    struct sess *s = w->data;
+    if (s->lfd >= 0)
+        ev_io_start(loop, &s->lio);
+}
+
 static void back_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
-    (void)loop; (void)revents;
+    (void)revents;
     struct sess *s = w->data;
     struct sockaddr_storage peer;
     socklen_t plen = sizeof(peer);
-    char who[ADDR_STR_MAX], to_s[ADDR_STR_MAX];
+    char who[ADDR_STR_MAX], to_s[ADDR_STR_MAX], srv[ADDR_STR_MAX];
 
     int fd = accept4(s->lfd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd == -1)
+    if (fd == -1) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED)
+            return;
+        /* out of fds or memory above all: the connection stays queued and the
+         * socket readable; stop watching it for a moment instead of spinning */
+        s->accept_errs++;
+        if (warn_now(s))
+            log_warn("iperf2 connect-back port %u (client %s): accept failed: %s; retrying "
+                     "every %.0f ms (%u failures)", s->back_port, addr_s(&s->client, who),
+                     strerror(errno), I2_ACCEPT_PAUSE * 1000, s->accept_errs);
+        ev_io_stop(loop, &s->lio);
+        ev_timer_set(&s->lpause, I2_ACCEPT_PAUSE, 0.);
+        ev_timer_start(loop, &s->lpause);
         return;
+    }
+    if (!net_same_host(&peer, &s->server)) {
+        s->strangers++;
+        if (warn_now(s))
+            log_warn("iperf2 connect-back port %u (client %s): refusing %s: not the server "
+                     "%s (%u refused)", s->back_port, addr_s(&s->client, to_s),
+                     addr_s(&peer, who), addr_s(&s->server, srv), s->strangers);
+        close(fd);
+        return;
+    }
     if (s->nbacks >= I2_MAX_BACK) {
         log_warn("iperf2 connect-back: refusing %s: more than %d connections", addr_s(&peer, who),
                  I2_MAX_BACK);
@@ -265,6 +317,8 @@ static void back_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
               addr_s(&to, to_s));
     if (connector_start(&b->conn, s->loop, &to, tolen, NULL, s->svc->cfg.connect_timeout,
                         back_connected, b) == -1) {
+        log_warn("iperf2 connect-back to client %s: no socket: %s; closing the server's "
+                 "connection", addr_s(&to, to_s), strerror(errno));
         back_free(b);
         return;
     }
@@ -295,6 +349,9 @@ static int listener_open(struct sess *s, int ufd)
     socklen_t len = sizeof(local);
     if (getsockname(ufd, (struct sockaddr *)&local, &len) == -1)
         return -1;
+    socklen_t slen = sizeof(s->server);
+    if (getpeername(ufd, (struct sockaddr *)&s->server, &slen) == -1)
+        return -1;
     net_set_port(&local, 0);
     s->lfd = net_tcp_listen(&local, len);
     if (s->lfd == -1)
@@ -310,6 +367,8 @@ static int listener_open(struct sess *s, int ufd)
     ev_io_init(&s->lio, back_accept_cb, s->lfd, EV_READ);
     s->lio.data = s;
     ev_io_start(s->loop, &s->lio);
+    ev_init(&s->lpause, back_resume_cb);
+    s->lpause.data = s;
     /* after the client's connection ends, wait this long for a late connect-back (-r) */
     ev_init(&s->ltimer, listener_timeout_cb);
     s->ltimer.repeat = s->svc->cfg.handshake_timeout;
@@ -357,6 +416,25 @@ static void sess_close(struct sess *s, enum end_cause cause, int err, const char
 }
 
 /* ------------------------------------------------------- main connection */
+
+/* A side of the main connection reset while it was receiving.  Returns true
+ * (absorbed: the other side gets everything and a FIN) when the test header
+ * says the transfer toward it was complete: -n bytes all delivered, or -t
+ * within I2_END_MARGIN of its end.  Earlier, the peer died or gave up in the
+ * middle of the test (a killed server): the reset is passed on, so that the
+ * other side stops at once instead of sending into the void until its -t
+ * ends.  Without a header length (2.0.10-2.0.13 plain mode), absorbed. */
+static bool main_reset_ok(void *arg, const struct relay *r, int side)
+{
+    const struct sess *s = arg;
+    if (!s->hdr.v1_valid)
+        return true;
+    const struct flow *toward = &r->f[side == SIDE_SERVER ? FLOW_C2S : FLOW_S2C];
+    if (s->hdr.amount >= 0)
+        return toward->bytes >= (uint64_t)s->hdr.amount;
+    double planned = -(double)s->hdr.amount / 100.0;
+    return ev_now(s->loop) - s->relay_t0 >= planned - I2_END_MARGIN;
+}
 
 static void main_done(void *arg, struct relay *r, enum relay_end how)
 {
@@ -430,7 +508,7 @@ static void main_connected(void *arg, int ufd, int err)
     }
     struct relay_opts o = {
         .splice = s->svc->cfg.use_splice, .idle = s->svc->cfg.idle_timeout, .done = main_done,
-        .arg = s,
+        .reset_ok = main_reset_ok, .arg = s,
     };
     struct relay *r = relay_new(s->loop, s->cfd, ufd, &o);
     if (r == NULL || relay_preload(r, FLOW_C2S, s->first, s->nfirst) == -1) {
@@ -449,6 +527,7 @@ static void main_connected(void *arg, int ufd, int err)
         log_debug("iperf2 %s test from %s: server told to connect back to shim port %u "
                   "(client asked for %u)", i2_mode_name(s->hdr.mode), addr_s(&s->client, c),
                   s->back_port, s->hdr.port);
+    s->relay_t0 = ev_now(s->loop);
     s->busy++;
     relay_start(r);
     s->busy--;
@@ -503,7 +582,11 @@ void i2_accept(struct service *svc, int fd, const struct sockaddr_storage *peer,
     s->next = svc->sessions;
     svc->sessions = s;
     svc->nsessions++;
-    log_debug("iperf2 %s test from %s", i2_mode_name(s->hdr.mode), addr_s(peer, c));
+    char ver[I2_VERSION_STR_MAX] = "2.0.x";   /* no version in its header */
+    if (s->hdr.extended)
+        i2_version_str(s->hdr.version_u, s->hdr.version_l, ver, sizeof(ver));
+    log_debug("iperf2 %s test from %s (iperf %s)", i2_mode_name(s->hdr.mode), addr_s(peer, c),
+              ver);
     s->state = SESS_CONNECTING;
     sess_connect(s);
 }

@@ -1,5 +1,7 @@
 #include "proxy/iperf3.h"
 
+#include "compat/iperf3_compat.h"
+
 #include "proxy/connect.h"
 #include "proxy/log.h"
 #include "proxy/net.h"
@@ -8,6 +10,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <netinet/in.h>
 #include <stddef.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -15,6 +18,10 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#ifndef IPPROTO_MPTCP
+#define IPPROTO_MPTCP 262   /* linux/in.h, Linux 5.6+ */
+#endif
 
 #define I3_MAX_LEGS (2 * I3_MAX_PARALLEL)  /* data connections per side and test */
 #define HOLD_MAX    (64u * 1024u)          /* bytes held per connection while roles are learned */
@@ -91,6 +98,9 @@ struct test {
     bool              denied;             /* ACCESS_DENIED seen */
     bool              server_error;       /* SERVER_ERROR seen */
     int32_t           err_code, err_errno;/* its codes */
+    bool              results_seen;       /* the server's results JSON went by */
+    uint32_t          params_len;         /* length of the client's parameters JSON */
+    bool              err_after_results;  /* SERVER_ERROR came after those results */
     bool              paired;             /* --bidir: roles decided, pairs relayed */
     bool              fallback;           /* --bidir: pairs made in arrival order */
     int               repaired;           /* pairs whose roles had to be re-matched */
@@ -105,6 +115,10 @@ struct test {
     int               busy;               /* > 0 while iterating: defer freeing */
     bool              in_inspect;         /* inside the control relay's inspect hook */
     const char       *failure;            /* why the shim closed the test, NULL if it did not */
+    const char       *server_gone;        /* how the server left before the end of the test
+                                             (logged), NULL if it did not */
+    bool              client_quit;        /* the client ended first (CLIENT_TERMINATE, FIN) */
+    bool              client_ended;       /* the client sent TEST_END: streams may close */
     uint64_t          bytes[2];           /* data bytes delivered c2s, s2c */
     uint64_t          ctrl_bytes[2];      /* control bytes delivered c2s, s2c */
     struct activity   act;                /* shared by all relays of the test */
@@ -141,15 +155,26 @@ static const char *roles_text(const struct test *t, char *buf, size_t n)
 
 static void test_log_end(struct test *t)
 {
-    char c[ADDR_STR_MAX], s[ADDR_STR_MAX], roles[64], outcome[96];
+    char c[ADDR_STR_MAX], s[ADDR_STR_MAX], roles[64], outcome[192];
+    const char *what = t->server_error ? i3_error_text(t->err_code) : NULL;
     if (t->denied)
         snprintf(outcome, sizeof(outcome), "server refused the test (ACCESS_DENIED: busy)%s%s",
                  t->failure ? ": " : "", t->failure ? t->failure : "");
+    else if (t->server_error && t->err_after_results)   /* 3.21+ cleanup_server */
+        snprintf(outcome, sizeof(outcome), "test completed; server sent SERVER_ERROR %" PRId32
+                 " (%s, errno %" PRId32 ") after the results", t->err_code,
+                 what ? what : "unknown code", t->err_errno);
+    else if (t->server_error && t->err_code == I3_ERR_RECVPARAMS && t->params_len > I3_PARAMS_CAP_318)
+        snprintf(outcome, sizeof(outcome), "server error %" PRId32 " (errno %" PRId32 "): %s "
+                 "(%" PRIu32 " bytes of them; iperf3 3.18+ servers accept %u)", t->err_code,
+                 t->err_errno, what, t->params_len, I3_PARAMS_CAP_318);
     else if (t->server_error)
-        snprintf(outcome, sizeof(outcome), "server error %" PRId32 " (errno %" PRId32 ")",
-                 t->err_code, t->err_errno);
+        snprintf(outcome, sizeof(outcome), "server error %" PRId32 " (errno %" PRId32 "): %s",
+                 t->err_code, t->err_errno, what ? what : "unknown code");
     else if (t->failure)
         snprintf(outcome, sizeof(outcome), "closed by the shim: %s", t->failure);
+    else if (t->server_gone)
+        snprintf(outcome, sizeof(outcome), "the server %s", t->server_gone);
     else
         snprintf(outcome, sizeof(outcome), "control %s", relay_end_str(t->ctrl_end));
     char bytes[96];
@@ -312,6 +337,24 @@ static void test_fail(struct test *t, const char *why)
     test_maybe_free(t);
 }
 
+/* The server ended the control connection, or reset a data connection
+ * before the client's TEST_END (how: what it did).  Before DISPLAY_RESULTS,
+ * and without a refusal or an error it announced, that is a server that died
+ * or gave up during the test: logged once, with the test, the server and the
+ * last state.  The relays pass the close on to the client at once, as a FIN
+ * or a reset, whichever the server sent. */
+static void server_left(struct test *t, const char *how)
+{
+    char s[ADDR_STR_MAX];
+    if (t->server_gone != NULL || t->denied || t->server_error || t->client_quit ||
+        t->server_state == I3_DISPLAY_RESULTS)
+        return;
+    t->server_gone = how;
+    log_warn("test %s: server %s %s (last state from the server: %s)", t->id,
+             addr_s(&t->server, s), how,
+             t->server_state == 0 ? "none" : i3_state_name(t->server_state));
+}
+
 /* ------------------------------------------------------------ data relays */
 
 static void data_done(void *arg, struct relay *r, enum relay_end how)
@@ -319,6 +362,10 @@ static void data_done(void *arg, struct relay *r, enum relay_end how)
     struct test *t = arg;
     t->bytes[FLOW_C2S] += r->f[FLOW_C2S].bytes;
     t->bytes[FLOW_S2C] += r->f[FLOW_S2C].bytes;
+    /* the server closes its streams only after the client's TEST_END */
+    if (r->err_side == SIDE_SERVER && !t->client_ended &&
+        (how == RELAY_END_RESET || how == RELAY_END_ERROR || r->reset_absorbed))
+        server_left(t, "reset a data connection during the test");
     for (int i = 0; i < t->nrelays; i++)
         if (t->relays[i] == r)
             t->relays[i] = NULL;
@@ -530,13 +577,30 @@ static void leg_hold(struct leg *l)
 
 static struct tcp_opts test_tcp_opts(const struct test *t)
 {
-    struct tcp_opts o = { 0, 0, 0 };
+    struct tcp_opts o = { 0, 0, 0, 0 };
     if (t->have_params) {
+        o.mptcp = t->params.mptcp && t->params.proto == I3_PROTO_TCP;
         o.bufsize = t->params.window > 0 && t->params.window < INT32_MAX ? (int)t->params.window : 0;
         o.mss = t->params.mss > 0 && t->params.mss < 65536 ? (int)t->params.mss : 0;
         o.nodelay = t->params.nodelay;
     }
     return o;
+}
+
+/* --mptcp (3.19+): says which protocol the first server leg got.  The client
+ * legs are TCP: the client's MPTCP connect to the shim's TCP listener falls
+ * back to TCP. */
+static void log_mptcp(const struct test *t, int fd)
+{
+    int proto = 0;
+    socklen_t len = sizeof(proto);
+    getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &len);
+    if (proto == IPPROTO_MPTCP)
+        log_info("test %s: client asked for MPTCP: relayed as MPTCP toward the server, as TCP "
+                 "on the client side (the shim's listener is TCP)", t->id);
+    else
+        log_warn("test %s: client asked for MPTCP, but this kernel opens no MPTCP socket "
+                 "(sysctl net.mptcp.enabled?): the test runs over TCP on both sides", t->id);
 }
 
 static void server_leg_connected(void *arg, int fd, int err)
@@ -564,6 +628,8 @@ static void server_leg_connected(void *arg, int fd, int err)
         return;
     }
     sl->ready = true;
+    if (sl->index == 0 && t->have_params && t->params.mptcp)
+        log_mptcp(t, fd);
     t->busy++;
     if (hold_mode(t)) {
         leg_hold(sl);
@@ -644,6 +710,16 @@ static void on_server_state(struct test *t, int8_t st)
     }
 }
 
+/* Returns how the configured server reads flag parameters (lenient when no
+ * --upstream-iperf3-version was given). */
+static enum i3_flag_rule server_flag_rule(const struct service_config *cfg)
+{
+    if (cfg->upstream3_major == 0)
+        return I3_FLAGS_LENIENT;
+    return i3_server_params_typed(cfg->upstream3_major, cfg->upstream3_minor) ? I3_FLAGS_TYPED
+                                                                            : I3_FLAGS_PRESENCE;
+}
+
 /* Observes control bytes before they are forwarded.  Returns -1 to close. */
 static int ctrl_inspect(void *arg, int from, const uint8_t *buf, size_t len)
 {
@@ -662,6 +738,10 @@ static int ctrl_inspect(void *arg, int from, const uint8_t *buf, size_t len)
         } else if (ev.kind == I3_EV_ERROR) {
             log_debug("test %s: %s", t->id, ev.reason);
         }
+        if (from == SIDE_SERVER)
+            server_left(t, "closed the control connection during the test");
+        else
+            t->client_quit = true;
         return 0;
     }
     t->busy++;
@@ -680,15 +760,33 @@ static int ctrl_inspect(void *arg, int from, const uint8_t *buf, size_t len)
             break;
         }
         case I3_EV_JSON:
+            if (ev.json_kind == I3_JSON_SERVER_RESULTS)
+                t->results_seen = true;
             if (ev.json_kind == I3_JSON_PARAMS) {
+                const struct service_config *cfg = &t->svc->cfg;
                 const char *why = NULL;
+                t->params_len = ev.json_len;
+                uint32_t cap = cfg->upstream3_major == 0 ? 0 :
+                               i3_server_params_cap(cfg->upstream3_major, cfg->upstream3_minor);
+                if (cap != 0 && ev.json_len > cap)
+                    log_warn("test %s: the client's parameters are %" PRIu32 " bytes: the "
+                             "server (iperf3 %d.%d) accepts %" PRIu32 " and will refuse the "
+                             "test", t->id, ev.json_len, cfg->upstream3_major,
+                             cfg->upstream3_minor, cap);
                 ev_timer_stop(t->loop, &t->params_timer);
-                if (i3_params_parse(ev.json, ev.json_len, &t->params, &why) == 0) {
+                if (i3_params_parse_as(ev.json, ev.json_len, server_flag_rule(cfg), &t->params,
+                                       &why) == 0) {
                     char who[ADDR_STR_MAX];
                     t->have_params = true;
-                    log_debug("test %s: client %s asks for %s, %d stream(s)", t->id,
-                              addr_s(&t->client, who), i3_params_mode(&t->params),
-                              t->params.parallel);
+                    log_debug("test %s: client %s (iperf3 %s) asks for %s, %d stream(s)", t->id,
+                              addr_s(&t->client, who), t->params.client_version[0] ?
+                              t->params.client_version : "before 3.1",
+                              i3_params_mode(&t->params), t->params.parallel);
+                    if (t->params.misread_flag[0] != '\0')
+                        log_warn("test %s: parameter \"%s\" is not simply true: read as the "
+                                 "server (iperf3 %d.%d) reads it, the test may not be what "
+                                 "the client meant", t->id, t->params.misread_flag,
+                                 cfg->upstream3_major, cfg->upstream3_minor);
                 } else {
                     log_warn("test %s: cannot read the test parameters (%s): relaying "
                              "without role repair", t->id, why);
@@ -698,11 +796,16 @@ static int ctrl_inspect(void *arg, int from, const uint8_t *buf, size_t len)
         case I3_EV_STATE:
             if (dir == I3_S2C)
                 on_server_state(t, ev.state);
+            else if (ev.state == I3_CLIENT_TERMINATE)
+                t->client_quit = true;
+            else if (ev.state == I3_TEST_END)
+                t->client_ended = true;
             break;
         case I3_EV_SERVER_ERROR:
             t->server_error = true;
             t->err_code = ev.err_code;
             t->err_errno = ev.err_errno;
+            t->err_after_results = t->results_seen;
             break;
         default:
             break;
@@ -718,6 +821,10 @@ static int ctrl_inspect(void *arg, int from, const uint8_t *buf, size_t len)
 static void ctrl_done(void *arg, struct relay *r, enum relay_end how)
 {
     struct test *t = arg;
+    if (r->err_side == SIDE_SERVER && (how == RELAY_END_RESET || how == RELAY_END_ERROR ||
+                                       r->reset_absorbed))
+        server_left(t, r->err == ECONNRESET ? "reset the control connection during the test"
+                                            : "failed the control connection during the test");
     t->ctrl_end = how;
     t->ctrl_bytes[0] = r->f[0].bytes;
     t->ctrl_bytes[1] = r->f[1].bytes;

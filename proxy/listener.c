@@ -7,10 +7,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <string.h>
 #include <unistd.h>
 
-#define ACCEPTS_PER_EVENT 32
+#define ACCEPTS_PER_EVENT 32    /* accepts (or refusals) per readiness event */
+#define PAUSE_S           0.1   /* accepting stops this long after running out of fds */
+#define REPORT_S          1.0   /* at most one "refused" log line this often */
 
 static void reserve_spare(struct tcp_listener *l)
 {
@@ -18,22 +21,95 @@ static void reserve_spare(struct tcp_listener *l)
         l->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 }
 
-/* Out of fds: take the oldest pending connection with the spare fd and close
- * it, so the kernel queue does not keep the listener readable forever. */
-static void shed_one(struct tcp_listener *l)
+/* Why accepting stopped, in an operator's words. */
+static const char *resource_name(int err)
 {
-    struct ev_loop *loop = l->svc->loop;
-    if (l->spare_fd >= 0) {
+    if (err == EMFILE || err == ENFILE)
+        return "out of file descriptors";
+    if (err == ENOBUFS || err == ENOMEM)
+        return "out of socket memory";
+    return "accept failed";
+}
+
+/* True for accept errors that concern only the connection being accepted
+ * (accept(2): pass on network errors as EAGAIN); the next one may work. */
+static bool per_connection_error(int err)
+{
+    return err == EINTR || err == ECONNABORTED || err == EPROTO || err == EPERM ||
+           err == ENETDOWN || err == ENOPROTOOPT || err == EHOSTDOWN || err == ENONET ||
+           err == EHOSTUNREACH || err == EOPNOTSUPP || err == ENETUNREACH || err == ETIMEDOUT;
+}
+
+/* Out of fds: takes pending connections one at a time with the spare fd and
+ * closes them (the clients see their connection closed at once instead of
+ * waiting in the kernel queue), at most ACCEPTS_PER_EVENT.  Returns how many
+ * clients were refused. */
+static unsigned shed_pending(struct tcp_listener *l)
+{
+    unsigned n = 0;
+    while (n < ACCEPTS_PER_EVENT && l->spare_fd >= 0) {
         close(l->spare_fd);
         l->spare_fd = -1;
         int fd = accept(l->fd, NULL, NULL);
-        if (fd >= 0)
+        if (fd >= 0) {
             close(fd);
+            n++;
+        }
         reserve_spare(l);
+        if (fd == -1 && errno != EINTR && errno != ECONNABORTED)
+            break;   /* queue empty (or still failing): nothing more to refuse */
     }
-    /* and stop accepting for a moment */
+    return n;
+}
+
+/* Stops accepting for PAUSE_S.  The timer is set afresh each time: a libev
+ * timer restarted after it fired would otherwise keep its expired time and
+ * fire at once, and the listener would spin. */
+static void pause_accepting(struct tcp_listener *l)
+{
+    struct ev_loop *loop = l->svc->loop;
     ev_io_stop(loop, &l->io);
+    ev_timer_stop(loop, &l->pause);
+    ev_timer_set(&l->pause, PAUSE_S, 0.);
     ev_timer_start(loop, &l->pause);
+    l->state = ACCEPT_PAUSED;
+}
+
+/* accept failed for want of a resource (or for a reason that would not go
+ * away by retrying at once): refuses what waits, pauses, and logs at most one
+ * line per REPORT_S (the first at once, then a count per second). */
+static void on_accept_error(struct tcp_listener *l, int err)
+{
+    struct ev_loop *loop = l->svc->loop;
+    unsigned n = shed_pending(l);
+    l->refused += n;
+    l->refused_all += n;
+    l->err = err;
+    pause_accepting(l);
+    if (!ev_is_active(&l->report)) {
+        log_warn("service %s: %s (%s): refused %u client(s), accepting paused",
+                 l->svc->cfg.name, resource_name(err), strerror(err), l->refused);
+        l->refused = 0;
+        ev_timer_set(&l->report, REPORT_S, REPORT_S);
+        ev_timer_start(loop, &l->report);
+    }
+}
+
+/* Once a second while resource errors go on: how many clients were refused. */
+static void report_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    struct tcp_listener *l = w->data;
+    if (l->refused > 0 || l->state == ACCEPT_PAUSED) {
+        log_warn("service %s: %s: refused %u client(s) in the last second, accepting paused",
+                 l->svc->cfg.name, resource_name(l->err), l->refused);
+        l->refused = 0;
+        return;   /* repeats */
+    }
+    log_info("service %s: accepting clients again: no resource error for %.0f s (%lu "
+             "client(s) refused in all)", l->svc->cfg.name, REPORT_S, l->refused_all);
+    l->refused_all = 0;
+    ev_timer_stop(loop, w);
 }
 
 static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -45,14 +121,12 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         socklen_t plen = sizeof(peer);
         int fd = accept4(l->fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd == -1) {
-            if (errno == EINTR || errno == ECONNABORTED)
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return;   /* queue empty */
+            if (per_connection_error(errno))
                 continue;
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                log_warn("out of file descriptors (%s): refusing a client, pausing accepts for 100 ms",
-                         strerror(errno));
-                shed_one(l);
-            }
-            return;   /* EAGAIN: queue empty */
+            on_accept_error(l, errno);   /* out of fds or memory: refuse and pause */
+            return;
         }
         front_accept(l->svc, fd, &peer, plen);
     }
@@ -63,11 +137,13 @@ static void resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
     struct tcp_listener *l = w->data;
     reserve_spare(l);
+    l->state = ACCEPT_ON;
     ev_io_start(loop, &l->io);
 }
 
 int tcp_listener_start(struct tcp_listener *l, struct service *svc)
 {
+    struct ev_loop *loop = svc->loop;
     l->svc = svc;
     l->spare_fd = -1;
     l->fd = net_tcp_listen(&svc->cfg.listen_addr, svc->cfg.listen_len);
@@ -75,10 +151,11 @@ int tcp_listener_start(struct tcp_listener *l, struct service *svc)
         return -1;
     reserve_spare(l);
     ev_io_init(&l->io, accept_cb, l->fd, EV_READ);
-    l->io.data = l;
-    ev_timer_init(&l->pause, resume_cb, 0.1, 0);
-    l->pause.data = l;
-    ev_io_start(svc->loop, &l->io);
+    ev_timer_init(&l->pause, resume_cb, PAUSE_S, 0);
+    ev_timer_init(&l->report, report_cb, REPORT_S, REPORT_S);
+    l->io.data = l->pause.data = l->report.data = l;
+    l->state = ACCEPT_ON;
+    ev_io_start(loop, &l->io);
     return 0;
 }
 
@@ -89,6 +166,7 @@ void tcp_listener_stop(struct tcp_listener *l)
     struct ev_loop *loop = l->svc->loop;
     ev_io_stop(loop, &l->io);
     ev_timer_stop(loop, &l->pause);
+    ev_timer_stop(loop, &l->report);
     close(l->fd);
     l->fd = -1;
     if (l->spare_fd >= 0)

@@ -110,6 +110,32 @@ char *net_addr_str(const struct sockaddr *sa, char *buf, size_t bufsz)
     return buf;
 }
 
+/* The IPv4 address of a (an IPv4 or v4-mapped IPv6 address) in *v4; returns
+ * false for other IPv6 addresses. */
+static bool host_v4(const struct sockaddr_storage *a, struct in_addr *v4)
+{
+    if (a->ss_family == AF_INET) {
+        *v4 = ((const struct sockaddr_in *)a)->sin_addr;
+        return true;
+    }
+    const struct in6_addr *x = &((const struct sockaddr_in6 *)a)->sin6_addr;
+    if (a->ss_family != AF_INET6 || !IN6_IS_ADDR_V4MAPPED(x))
+        return false;
+    memcpy(v4, &x->s6_addr[12], sizeof(*v4));
+    return true;
+}
+
+bool net_same_host(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    struct in_addr x, y;
+    bool xv4 = host_v4(a, &x), yv4 = host_v4(b, &y);
+    if (xv4 || yv4)
+        return xv4 && yv4 && x.s_addr == y.s_addr;
+    return a->ss_family == AF_INET6 && b->ss_family == AF_INET6 &&
+           memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+                  &((const struct sockaddr_in6 *)b)->sin6_addr, sizeof(struct in6_addr)) == 0;
+}
+
 int net_port(const struct sockaddr *sa)
 {
     if (sa->sa_family == AF_INET)

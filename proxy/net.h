@@ -4,6 +4,7 @@
 #ifndef IPERF_SHIM_PROXY_NET_H
 #define IPERF_SHIM_PROXY_NET_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -33,6 +34,10 @@ int  net_nonblock(int fd);
 
 /* Closes a TCP socket with RST instead of FIN (SO_LINGER 0). */
 void net_close_reset(int fd);
+
+/* True when a and b are the same host address (ports ignored); an IPv4
+ * address and its v4-mapped IPv6 form are the same host. */
+bool net_same_host(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
 
 /* Port of an address, host order. */
 int  net_port(const struct sockaddr *sa);

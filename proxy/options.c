@@ -1,5 +1,6 @@
 #include "proxy/options.h"
 
+#include "compat/iperf3_compat.h"
 #include "protocol/iperf3_ctrl.h"
 #include "proxy/net.h"
 
@@ -11,7 +12,7 @@ enum opt_id {
     O_LISTEN, O_UPSTREAM, O_UPSTREAM2, O_PROTOCOL, O_NAME,
     O_CONNECT, O_HANDSHAKE, O_IDLE, O_ROLE, O_LINGER,
     O_MAXFLOWS, O_PARAMS, O_RESULTS, O_UDPCONN, O_NOSPLICE,
-    O_LOGLEVEL, O_LOGFORMAT, O_SYSLOG, O_DRAIN, O_METRICS, O_ALLOW, O_MAXTESTS, O_MAXDUR,
+    O_UP3VER, O_LOGLEVEL, O_LOGFORMAT, O_SYSLOG, O_DRAIN, O_METRICS, O_ALLOW, O_MAXTESTS, O_MAXDUR,
     O_QTIMEOUT, O_QMAX,
 };
 
@@ -29,6 +30,7 @@ const struct opt_def shim_options[] = {
     { "max-flows",         "max_flows",         OPT_SERVICE, OPT_STRING, O_MAXFLOWS },
     { "max-params",        "max_params",        OPT_SERVICE, OPT_STRING, O_PARAMS },
     { "max-results",       "max_results",       OPT_SERVICE, OPT_STRING, O_RESULTS },
+    { "upstream-iperf3-version", "upstream_iperf3_version", OPT_SERVICE, OPT_STRING, O_UP3VER },
     { "udp-connected",     "udp_connected",     OPT_SERVICE, OPT_FLAG,   O_UDPCONN },
     { "no-splice",         "no_splice",         OPT_SERVICE, OPT_FLAG,   O_NOSPLICE },
     { "allow",             "allow",             OPT_SERVICE, OPT_LIST,   O_ALLOW },
@@ -157,6 +159,11 @@ int opt_set(const struct opt_def *d, const char *v, struct shim_config *c,
         bad = parse_uint(v, 64, 1ul << 30, &n);
         *(d->id == O_PARAMS ? &s->params_max : &s->results_max) = (uint32_t)n;
         *why = "expected a whole number of bytes from 64 to 1073741824";
+        break;
+    case O_UP3VER:
+        bad = i3_version_parse(v, &s->upstream3_major, &s->upstream3_minor) != 0 ||
+              s->upstream3_major != 3;
+        *why = "expected an iperf3 version: 3.12, 3.21...";
         break;
     case O_UDPCONN:
         bad = parse_bool(v, &b);

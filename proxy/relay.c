@@ -298,7 +298,8 @@ static bool side_reset(struct relay *r, int side)
     bool finished = from->state == FLOW_DRAIN || from->state == FLOW_SHUT ||
                     from->state == FLOW_DISCARD ||
                     (from->bytes > 0 && flow_pending(from) == 0 && to->last_in > 0 &&
-                     from->last_in <= to->last_in && sock_unread(r->fd[side]) == 0);
+                     from->last_in <= to->last_in && sock_unread(r->fd[side]) == 0 &&
+                     (r->opts.reset_ok == NULL || r->opts.reset_ok(r->opts.arg, r, side)));
     if (!finished)
         return false;
     r->reset_absorbed = true;

@@ -70,6 +70,11 @@ typedef int (*relay_inspect_fn)(void *arg, int from, const uint8_t *buf, size_t 
 /* Called once when the relay has ended and both sockets are closed.  The
  * owner may call relay_free() from inside it. */
 typedef void (*relay_done_fn)(void *arg, struct relay *r, enum relay_end how);
+/* Called when side `side` resets while it was receiving (it had spoken, and
+ * the last bytes moved toward it): returns true if that is the end of its
+ * transfer (the reset is absorbed), false if the transfer was cut short (the
+ * reset is passed on, as for a side that was sending). */
+typedef bool (*relay_reset_fn)(void *arg, const struct relay *r, int side);
 
 struct relay_opts {
     bool             splice;     /* use splice() (falls back to copying if refused) */
@@ -77,7 +82,8 @@ struct relay_opts {
     struct activity *activity;   /* shared activity clock, or NULL for the relay's own */
     relay_inspect_fn inspect;    /* forces copy mode when set */
     relay_done_fn    done;       /* required */
-    void            *arg;        /* passed to inspect and done */
+    relay_reset_fn   reset_ok;   /* judges a reset from a receiving side; NULL: absorbed */
+    void            *arg;        /* passed to inspect, done and reset_ok */
 };
 
 struct flow {

@@ -47,6 +47,8 @@ struct service_config {
     double   role_timeout;       /* s: after TEST_RUNNING, bidir roles must be learned */
     uint32_t params_max;         /* bytes: longest iperf3 parameters JSON accepted */
     uint32_t results_max;        /* bytes: longest iperf3 results JSON accepted */
+    int      upstream3_major;    /* --upstream-iperf3-version: the server's iperf3 version, */
+    int      upstream3_minor;    /*   major 0 when not given (then nothing is assumed) */
     double   udp_linger;         /* s: a UDP flow lives until quiet both ways this long */
     int      max_flows;          /* UDP flows at once; new clients beyond are dropped */
     bool     udp_connected;      /* per-flow sockets connected to the client (docs/udp.md) */

@@ -40,6 +40,27 @@ int udp_live_flows(const struct service *svc)
     return u->nflows;
 }
 
+/* A datagram that belongs to no flow and starts none: counted, and logged
+ * (at most 5 lines a second) with its sender and first bytes: never dropped
+ * without a word, a client the shim cannot recognise would just see loss. */
+static void junk_drop(struct udp_state *u, const struct sockaddr_storage *from,
+                      const uint8_t *d, size_t len, const char *why)
+{
+    u->ctr.junk++;
+    if (!log_rate_ok(&u->junk_log, ev_now(u->loop), 1.0))
+        return;
+    char who[ADDR_STR_MAX], hex[2 * 24 + 1];
+    size_t n = len < 24 ? len : 24;
+    for (size_t i = 0; i < n; i++)
+        snprintf(hex + 2 * i, 3, "%02x", d[i]);
+    hex[2 * n] = '\0';
+    log_warn("UDP datagram from %s dropped: %s (%zu bytes, first %s); %" PRIu64
+             " such datagrams so far, %" PRIu64 " not logged",
+             net_addr_str((const struct sockaddr *)from, who, sizeof(who)), why, len, hex,
+             u->ctr.junk, u->junk_log.suppressed);
+    u->junk_log.suppressed = 0;
+}
+
 /* Datagrams from the server. */
 static void upstream_readable_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
@@ -193,7 +214,7 @@ static void client_readable(struct udp_state *u, int fd)
         uint8_t *d = B->bufs[i];
         size_t len = B->msgs[i].msg_len;
         if (mh->msg_flags & MSG_TRUNC) {
-            u->ctr.junk++;
+            junk_drop(u, &B->names[i], d, len, "longer than the shim's datagram buffer");
             continue;
         }
         struct udp_flow *f = udp_flow_lookup(u, &B->names[i]);
@@ -213,7 +234,8 @@ static void client_readable(struct udp_state *u, int fd)
             case DETECT_IPERF3: proto = UDP_IPERF3; break;
             case DETECT_IPERF2: proto = UDP_IPERF2; break;
             default:
-                u->ctr.junk++;
+                junk_drop(u, &B->names[i], d, len, "no flow from that address, and neither an "
+                          "iperf3 stream request nor an iperf2 client test header");
                 continue;
             }
             if ((proto == UDP_IPERF3 && u->cfg->protocol == PROTO_IPERF2) ||

@@ -8,7 +8,8 @@
  * (IP_PKTINFO / IPV6_RECVPKTINFO), so replies leave from that address.
  * Datagrams are dispatched to flows by (client address, local address).
  * A flow is created only for a first datagram that looks like iperf (an
- * iperf3 stream request or an iperf2 datagram); junk is counted and dropped.
+ * iperf3 stream request or an iperf2 datagram); junk is counted, logged (at
+ * most every 5 s) and dropped.
  *
  * Each flow has its own upstream socket on a fresh ephemeral port,
  * connected to the server.  The flow lives until it has been quiet both

@@ -4,6 +4,7 @@
 #include "proxy/net.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 #define BACK_LEGS    16       /* server sources (connect-back streams) per flow */
 #define BACK_DGRAM   65536    /* largest datagram */
 #define BACK_READS   64       /* datagrams read per readiness event */
+#define WARN_EVERY   1.0      /* s: at most one stranger warning this often per flow */
 
 struct udp_back;
 
@@ -33,11 +35,14 @@ struct udp_back {
     struct sockaddr_storage client;       /* client address, asked-for port */
     socklen_t               clen;
     struct sockaddr_storage client_side;  /* address the client reached the shim on */
+    struct sockaddr_storage server;       /* the upstream server: only its datagrams count */
     struct back_leg         legs[BACK_LEGS];
     int                     nlegs;
     ev_tstamp              *activity;     /* owner's last-activity clock */
     uint64_t                to_client;    /* datagrams relayed to the client */
     uint64_t                to_server;    /* datagrams relayed to the server */
+    uint64_t                strangers;    /* datagrams dropped: not from the server */
+    ev_tstamp               last_warn;    /* when a stranger was last logged */
 };
 
 static uint8_t buf[BACK_DGRAM];
@@ -120,6 +125,22 @@ static struct back_leg *leg_for(struct udp_back *b, const struct sockaddr_storag
     return l;
 }
 
+/* A datagram on the connect-back port from someone other than the server:
+ * dropped and counted, with at most one warning per WARN_EVERY. */
+static void stranger(struct udp_back *b, const struct sockaddr_storage *src)
+{
+    char f[ADDR_STR_MAX], sv[ADDR_STR_MAX];
+    b->strangers++;
+    ev_tstamp now = ev_now(b->loop);
+    if (b->last_warn > 0 && now - b->last_warn < WARN_EVERY)
+        return;
+    b->last_warn = now;
+    log_warn("iperf2 UDP connect-back port %u: dropping datagrams from %s: not the server %s "
+             "(%" PRIu64 " dropped)", b->port, net_addr_str((const struct sockaddr *)src, f,
+             sizeof(f)), net_addr_str((const struct sockaddr *)&b->server, sv, sizeof(sv)),
+             b->strangers);
+}
+
 /* The server sent on the connect-back port: on to the client. */
 static void server_readable_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
@@ -135,6 +156,10 @@ static void server_readable_cb(struct ev_loop *loop, ev_io *w, int revents)
                 continue;
             return;
         }
+        if (!net_same_host(&src, &b->server)) {
+            stranger(b, &src);
+            continue;
+        }
         *b->activity = ev_now(loop);
         struct back_leg *l = leg_for(b, &src, slen);
         if (l != NULL && send(l->cfd, buf, (size_t)n, MSG_DONTWAIT) >= 0)
@@ -142,7 +167,8 @@ static void server_readable_cb(struct ev_loop *loop, ev_io *w, int revents)
     }
 }
 
-struct udp_back *udp_back_open(struct ev_loop *loop, const struct sockaddr_storage *server_side,
+struct udp_back *udp_back_open(struct ev_loop *loop, const struct sockaddr_storage *server,
+                               const struct sockaddr_storage *server_side,
                                const struct sockaddr_storage *client_side,
                                const struct sockaddr_storage *client, ev_tstamp *activity)
 {
@@ -167,6 +193,7 @@ struct udp_back *udp_back_open(struct ev_loop *loop, const struct sockaddr_stora
     b->clen = client->ss_family == AF_INET ? sizeof(struct sockaddr_in)
                                            : sizeof(struct sockaddr_in6);
     b->client_side = *client_side;
+    b->server = *server;
     b->activity = activity;
     ev_io_init(&b->rio, server_readable_cb, b->rfd, EV_READ);
     b->rio.data = b;
@@ -176,8 +203,13 @@ struct udp_back *udp_back_open(struct ev_loop *loop, const struct sockaddr_stora
 
 void udp_back_close(struct udp_back *b)
 {
+    char sv[ADDR_STR_MAX];
     if (b == NULL)
         return;
+    if (b->strangers > 0)
+        log_warn("iperf2 UDP connect-back port %u closed: %" PRIu64 " datagram(s) from "
+                 "others than the server %s were dropped", b->port, b->strangers,
+                 net_addr_str((const struct sockaddr *)&b->server, sv, sizeof(sv)));
     for (int i = 0; i < b->nlegs; i++) {
         ev_io_stop(b->loop, &b->legs[i].io);
         close(b->legs[i].cfd);

@@ -19,11 +19,14 @@
 struct udp_back;
 
 /* Opens the server-facing socket on server_side (port ignored: ephemeral).
- * client is the client's address with the port it asked for; client_side is
- * the address the client sent to.  *activity is set to ev_now() on every
- * datagram, so the owning flow lingers while the connect-back runs.
+ * server is the upstream server's address: datagrams from any other host are
+ * dropped, counted and logged (rate-limited).  client is the client's address
+ * with the port it asked for; client_side is the address the client sent to.
+ * *activity is set to ev_now() on every datagram from the server, so the
+ * owning flow lingers while the connect-back runs.
  * Returns NULL with errno on failure. */
-struct udp_back *udp_back_open(struct ev_loop *loop, const struct sockaddr_storage *server_side,
+struct udp_back *udp_back_open(struct ev_loop *loop, const struct sockaddr_storage *server,
+                               const struct sockaddr_storage *server_side,
                                const struct sockaddr_storage *client_side,
                                const struct sockaddr_storage *client, ev_tstamp *activity);
 

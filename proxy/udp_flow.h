@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "protocol/iperf2.h"
+#include "proxy/log.h"
 #include "proxy/udp.h"
 
 #define BATCH        32                  /* datagrams per recvmmsg/sendmmsg */
@@ -105,6 +106,7 @@ struct udp_state {
     int             nflows;      /* flows alive, detached ones included */
     struct udp_counters ctr;     /* what the operator sees at exit */
     ev_tstamp       last_full_log; /* rate limit for "table full" */
+    struct log_rate junk_log;    /* rate limit for "datagram dropped" */
 };
 
 /* One batch of datagrams: buffers shared by every read and send of the

@@ -92,11 +92,13 @@ void udp_i2_open_back(struct udp_flow *f)
 {
     struct udp_state *u = f->u;
     char c[ADDR_STR_MAX];
-    struct sockaddr_storage up_local, client = f->client;
-    socklen_t len = sizeof(up_local);
+    struct sockaddr_storage up_local, up_peer, client = f->client;
+    socklen_t len = sizeof(up_local), plen = sizeof(up_peer);
     net_set_port(&client, f->i2.hdr.port);
     if (getsockname(f->ufd, (struct sockaddr *)&up_local, &len) == -1 ||
-        (f->back = udp_back_open(u->loop, &up_local, &f->local, &client, &f->last[1])) == NULL) {
+        getpeername(f->ufd, (struct sockaddr *)&up_peer, &plen) == -1 ||
+        (f->back = udp_back_open(u->loop, &up_peer, &up_local, &f->local, &client,
+                                 &f->last[1])) == NULL) {
         log_warn("iperf2 UDP %s test from %s: cannot open a connect-back port: %s",
                  i2_mode_name(f->i2.hdr.mode), udp_flow_client_str(f, c), strerror(errno));
         return;

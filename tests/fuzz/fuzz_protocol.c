@@ -72,13 +72,17 @@ static void fuzz_params(const uint8_t *d, size_t n)
     memcpy(json, d, n);
     struct i3_params p;
     const char *why = NULL;
-    if (i3_params_parse(json, n, &p, &why) == 0) {
-        CHECK(p.parallel >= 1 && p.parallel <= I3_MAX_PARALLEL);
-        CHECK(i3_params_stream_count(&p) >= 1);
-        CHECK(i3_params_mode(&p) != NULL);
-        CHECK(memchr(p.client_version, '\0', sizeof(p.client_version)) != NULL);
-    } else {
-        CHECK(why != NULL);
+    for (int rule = I3_FLAGS_LENIENT; rule <= I3_FLAGS_TYPED; rule++) {
+        if (i3_params_parse_as(json, n, (enum i3_flag_rule)rule, &p, &why) == 0) {
+            CHECK(p.parallel >= 1 && p.parallel <= I3_MAX_PARALLEL);
+            CHECK(i3_params_stream_count(&p) >= 1);
+            CHECK(i3_params_mode(&p) != NULL);
+            CHECK(memchr(p.client_version, '\0', sizeof(p.client_version)) != NULL);
+            CHECK(memchr(p.misread_flag, '\0', sizeof(p.misread_flag)) != NULL);
+            CHECK(rule != I3_FLAGS_LENIENT || p.misread_flag[0] == '\0');
+        } else {
+            CHECK(why != NULL);
+        }
     }
     free(json);
 }

@@ -1,5 +1,6 @@
 /* Unit tests for protocol/iperf2.c against bytes captured from real iperf
- * 2.1.8 and 2.0.6 (2.0.5 wire formats) peers: tests/unit/iperf2_fixtures.h. */
+ * 2.1.8, 2.0.6 (2.0.5 wire formats), 2.0.13, 2.2.1 and master (2.2.2) peers:
+ * tests/unit/iperf2_fixtures.h. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -427,7 +428,10 @@ static void tcp_hdr__absurd_values__rejected_early(void **state)
     assert_int_equal(tcp_plain_with(36, 0x00030000u, &at), I2_NOT_IPERF2);
     assert_int_equal(at, 40);
     assert_int_equal(tcp_plain_with(36, 0x00020100u, NULL), I2_NOT_IPERF2);
-    assert_int_equal(tcp_plain_with(40, 0x00080004u, NULL), I2_NOT_IPERF2);
+    /* any build type: 4 private, 5 master (2.2.2 from master), 0xffff */
+    assert_int_equal(tcp_plain_with(40, 0x00080004u, NULL), I2_OK);
+    assert_int_equal(tcp_plain_with(40, 0x00020005u, NULL), I2_OK);
+    assert_int_equal(tcp_plain_with(40, 0x0008ffffu, NULL), I2_OK);
     assert_int_equal(tcp_plain_with(40, 0x01000003u, NULL), I2_NOT_IPERF2);
     assert_int_equal(tcp_plain_with(36, 0x00020000u, NULL), I2_OK);   /* 2.0.x */
 }
@@ -531,6 +535,35 @@ static void tcp_hdr__sync_transfer_id__threads_masked(void **state)
     memcpy(b, o_tcp_plain, sizeof(o_tcp_plain));
     wr32(b + 4, 0x80000000u | (5u << 20) | 3u);
     assert_int_equal(i2_tcp_hdr_parse(b, sizeof(o_tcp_plain), &h), I2_NOT_IPERF2);
+}
+
+/* 2.2.1 and master (2.2.2, build type 5) clients: 64-byte headers, any build
+ * type accepted (a master build's headers were refused before). */
+static void tcp_hdr__22_peers__any_build_type(void **state)
+{
+    (void)state;
+    struct i2_test_hdr h;
+    assert_int_equal(i2_tcp_hdr_parse(v22m_tcp_plain, sizeof(v22m_tcp_plain), &h), I2_OK);
+    assert_int_equal(h.len, 64);
+    assert_int_equal(h.num_threads, 1);
+    assert_int_equal(h.transfer_id, 0);
+    assert_int_equal(h.port, 15301);
+    assert_int_equal(h.version_u, 0x00020002u);
+    assert_int_equal(h.version_l, 0x00020005u);   /* 2.2.2-master */
+    assert_int_equal(h.mode, I2_MODE_NORMAL);
+    assert_true(h.server_acks);
+    /* every prefix is still plausible */
+    for (size_t n = 0; n < sizeof(v22m_tcp_plain); n++)
+        assert_int_equal(i2_tcp_hdr_parse(v22m_tcp_plain, n, &h), I2_NEED_MORE);
+
+    assert_int_equal(i2_tcp_hdr_parse(v221_tcp_plain, sizeof(v221_tcp_plain), &h), I2_OK);
+    assert_int_equal(h.len, 64);
+    assert_int_equal(h.version_l, 0x00010001u);   /* the 2.2.1 release says "rc" */
+
+    /* --sync-transfer-id: transfer id 1 in the high bits of numThreads (-P 2) */
+    assert_int_equal(i2_tcp_hdr_parse(v22m_tcp_tid, sizeof(v22m_tcp_tid), &h), I2_OK);
+    assert_int_equal(h.num_threads, 2);
+    assert_int_equal(h.transfer_id, 1);
 }
 
 static void tcp_hdr__bounceback_bounds(void **state)
@@ -892,6 +925,21 @@ static void udp_client__2013(void **state)
     assert_int_equal(r.datagrams, 90);
 }
 
+static void udp_client__22_master__any_build_type(void **state)
+{
+    (void)state;
+    struct i2_udp_client c = udp_ok(v22m_udp_first, sizeof(v22m_udp_first),
+                                    V22M_UDP_FIRST_WIRE_LEN);
+    assert_int_equal(c.layout, I2_UDP_HDR16);
+    assert_int_equal(c.dgram.seq, 1);
+    assert_int_equal(c.hdr.flags, I2_HEADER_EXTEND | I2_HEADER_SEQNO64B | I2_HEADER_LEN_BIT |
+                                  (80u << 1));
+    assert_int_equal(c.hdr.len, 64);
+    assert_int_equal(c.hdr.num_threads, 1);
+    assert_int_equal(c.hdr.version_l, 0x00020005u);
+    assert_int_equal(c.hdr.mode, I2_MODE_NORMAL);
+}
+
 static void udp_client__every_capture_and_truncation(void **state)
 {
     (void)state;
@@ -1153,6 +1201,7 @@ int main(void)
         cmocka_unit_test(tcp_hdr__permit_key_bounds),
         cmocka_unit_test(tcp_hdr__longest_header__383_bytes),
         cmocka_unit_test(tcp_hdr__sync_transfer_id__threads_masked),
+        cmocka_unit_test(tcp_hdr__22_peers__any_build_type),
         cmocka_unit_test(tcp_hdr__bounceback_bounds),
         cmocka_unit_test(set_port__round_trip__only_mport_changes),
         cmocka_unit_test(set_port__udp_both_layouts),
@@ -1171,6 +1220,7 @@ int main(void)
         cmocka_unit_test(udp_client__small_payloads),
         cmocka_unit_test(udp_client__legacy),
         cmocka_unit_test(udp_client__2013),
+        cmocka_unit_test(udp_client__22_master__any_build_type),
         cmocka_unit_test(udp_client__every_capture_and_truncation),
         cmocka_unit_test(udp_client__garbage_and_absurd__rejected),
         cmocka_unit_test(report__218__128_bytes),

@@ -137,6 +137,24 @@ static void predicates__parsed_versions__end_to_end(void **state)
     assert_false(i3_udp_magic_is_network_order(major, minor));
 }
 
+static void error_text__codes_servers_send__named(void **state)
+{
+    (void)state;
+    /* 3.21 servers after the results of a completed test (cleanup_server) */
+    assert_string_equal(i3_error_text(205), "cannot write to a data stream");
+    assert_string_equal(i3_error_text(206), "cannot read from a data stream");
+    /* new in 3.20/3.21 */
+    assert_string_equal(i3_error_text(160), "test duration expired");
+    assert_string_equal(i3_error_text(37), "duration above the server's --server-max-duration");
+    assert_string_equal(i3_error_text(36), "control keepalive period shorter than its retries");
+    /* old ones, same numbers since 3.12 */
+    assert_string_equal(i3_error_text(123), "cannot set the MSS");
+    assert_string_equal(i3_error_text(142), "authentication failed");
+    assert_null(i3_error_text(0));
+    assert_null(i3_error_text(-2));
+    assert_null(i3_error_text(999));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -150,6 +168,7 @@ int main(void)
         cmocka_unit_test(server_params_cap__8k_from_3_18),
         cmocka_unit_test(server_params_typed__from_3_18),
         cmocka_unit_test(predicates__parsed_versions__end_to_end),
+        cmocka_unit_test(error_text__codes_servers_send__named),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -634,6 +634,51 @@ static void feed__server_error_where_server_results_due__reported_as_server_erro
     i3_ctrl_free(&c);
 }
 
+/* A 3.21 server ends even a test that completed with SERVER_ERROR when a
+ * stream thread left i_errno set (cleanup_server): captured with strace from
+ * a 3.21 server, after DISPLAY_RESULTS and the client's IPERF_DONE:
+ * fe, then 205 (IESTREAMWRITE) and errno 9 (EBADF). */
+static void feed__321_server_error_after_display_results__event_with_codes(void **state)
+{
+    struct i3_ctrl c;
+    struct run r;
+    static const uint8_t s1[] = { 9 }, s2[] = { 10, 1, 2 }, s3[] = { 13 }, s4[] = { 14 };
+    static const uint8_t done[] = { 16 };
+    static const uint8_t serr_321[] = { 0xfe, 0, 0, 0, 0xcd, 0, 0, 0, 0x09 };
+    uint8_t b[4 + 700];
+    size_t n;
+
+    (void)state;
+    memset(&r, 0, sizeof(r));
+    i3_ctrl_init(&c, 0, 0);
+    feed_chunk(&c, &r, I3_C2S, CAP_COOKIE, I3_COOKIE_SIZE);
+    feed_chunk(&c, &r, I3_S2C, s1, 1);
+    n = strlen(CAP_PARAMS_BIDIR_P2);
+    put_be32(b, (uint32_t)n);
+    memcpy(b + 4, CAP_PARAMS_BIDIR_P2, n);
+    feed_chunk(&c, &r, I3_C2S, b, 4 + n);
+    feed_chunk(&c, &r, I3_S2C, s2, sizeof(s2));
+    feed_chunk(&c, &r, I3_C2S, (const uint8_t *)"\x04", 1);
+    feed_chunk(&c, &r, I3_S2C, s3, 1);
+    n = strlen(CAP_CLIENT_RESULTS);
+    put_be32(b, (uint32_t)n);
+    memcpy(b + 4, CAP_CLIENT_RESULTS, n);
+    feed_chunk(&c, &r, I3_C2S, b, 4 + n);
+    n = strlen(CAP_SERVER_RESULTS);
+    put_be32(b, (uint32_t)n);
+    memcpy(b + 4, CAP_SERVER_RESULTS, n);
+    feed_chunk(&c, &r, I3_S2C, b, 4 + n);
+    feed_chunk(&c, &r, I3_S2C, s4, 1);
+    feed_chunk(&c, &r, I3_C2S, done, 1);
+    feed_chunk(&c, &r, I3_S2C, serr_321, sizeof(serr_321));
+    assert_int_equal(r.nev, 13);
+    assert_int_equal(r.ev[9].kind, I3_EV_JSON);   /* the server's results came first */
+    assert_int_equal(r.ev[12].kind, I3_EV_SERVER_ERROR);
+    assert_int_equal(r.ev[12].code, 205);
+    assert_false(c.failed);
+    i3_ctrl_free(&c);
+}
+
 static void feed__client_terminate_where_params_due__reported_as_state(void **state)
 {
     struct i3_ctrl c;
@@ -1203,6 +1248,77 @@ static void params_parse__iperf3_312_captures__all_fields(void **state)
     assert_string_equal(i3_params_mode(&p), "SCTP");
 }
 
+static void params_parse__newer_client_captures__mptcp_and_version(void **state)
+{
+    /* captured (strace of the client's write) from clients built from
+     * esnet/iperf tags 3.19.1 (--mptcp) and 3.21 (plain), docs/peers.md */
+    static const char v319_mptcp[] =
+        "{\"tcp\":true,\"omit\":0,\"time\":1,\"num\":0,\"blockcount\":0,\"parallel\":1,"
+        "\"mptcp\":true,\"len\":131072,\"pacing_timer\":1000,\"client_version\":\"3.19.1\"}";
+    static const char v321[] =
+        "{\"tcp\":true,\"omit\":0,\"time\":1,\"num\":0,\"blockcount\":0,\"parallel\":1,"
+        "\"len\":131072,\"pacing_timer\":1000,\"client_version\":\"3.21\"}";
+    static const char mptcp_string[] = "{\"tcp\":true,\"mptcp\":\"yes\"}";
+    struct i3_params p;
+    const char *why = NULL;
+
+    (void)state;
+    assert_int_equal(parse(v319_mptcp, &p, NULL), 0);
+    assert_true(p.mptcp);
+    assert_int_equal(p.proto, I3_PROTO_TCP);
+    assert_string_equal(p.client_version, "3.19.1");
+
+    assert_int_equal(parse(v321, &p, NULL), 0);
+    assert_false(p.mptcp);
+    assert_string_equal(p.client_version, "3.21");
+
+    assert_int_equal(parse(mptcp_string, &p, &why), -1);
+    assert_string_equal(why, "parameter \"mptcp\" is not a boolean");
+}
+
+static void params_parse_as__flag_rules__read_as_each_server_version(void **state)
+{
+    /* what 3.12 clients send: true, and udp_counters_64bit as a number */
+    static const char real[] =
+        "{\"udp\":true,\"reverse\":true,\"udp_counters_64bit\":1,\"client_version\":\"3.12\"}";
+    /* hand-made: flags as numbers and false */
+    static const char odd[] = "{\"tcp\":true,\"reverse\":1,\"bidirectional\":false,"
+                              "\"udp_counters_64bit\":0}";
+    struct i3_params p;
+    const char *why;
+
+    (void)state;
+    for (int rule = I3_FLAGS_LENIENT; rule <= I3_FLAGS_TYPED; rule++) {
+        assert_int_equal(i3_params_parse_as(real, strlen(real), (enum i3_flag_rule)rule, &p,
+                                            &why), 0);
+        assert_int_equal(p.proto, I3_PROTO_UDP);
+        assert_true(p.reverse);
+        assert_true(p.udp_counters_64bit);
+        assert_string_equal(p.misread_flag, "");   /* real clients read alike everywhere */
+    }
+
+    /* unknown server: true or a nonzero number */
+    assert_int_equal(i3_params_parse_as(odd, strlen(odd), I3_FLAGS_LENIENT, &p, &why), 0);
+    assert_true(p.reverse);
+    assert_false(p.bidir);
+    assert_false(p.udp_counters_64bit);
+    assert_string_equal(p.misread_flag, "");
+    /* up to 3.17 the key alone sets the flag: bidir despite false */
+    assert_int_equal(i3_params_parse_as(odd, strlen(odd), I3_FLAGS_PRESENCE, &p, &why), 0);
+    assert_true(p.reverse);
+    assert_true(p.bidir);
+    assert_true(p.udp_counters_64bit);
+    assert_string_equal(p.misread_flag, "bidirectional");
+    assert_string_equal(i3_params_mode(&p), "TCP bidir");
+    /* 3.18+: only true (numbers for udp_counters_64bit): "reverse":1 is ignored */
+    assert_int_equal(i3_params_parse_as(odd, strlen(odd), I3_FLAGS_TYPED, &p, &why), 0);
+    assert_false(p.reverse);
+    assert_false(p.bidir);
+    assert_true(p.udp_counters_64bit);
+    assert_string_equal(p.misread_flag, "reverse");
+    assert_string_equal(i3_params_mode(&p), "TCP");
+}
+
 static void params_parse__absent_numbers__zero(void **state)
 {
     struct i3_params p;
@@ -1370,6 +1486,7 @@ int main(void)
         cmocka_unit_test(feed__server_error_after_params__then_close),
         cmocka_unit_test(feed__access_denied_first_byte__state_event_parser_usable),
         cmocka_unit_test(feed__server_error_where_server_results_due__reported_as_server_error),
+        cmocka_unit_test(feed__321_server_error_after_display_results__event_with_codes),
         cmocka_unit_test(feed__client_terminate_where_params_due__reported_as_state),
         cmocka_unit_test(feed__terminal_byte_where_length_fits_cap__read_as_length),
         cmocka_unit_test(feed__json_length_0xffffffff__rejected_without_allocation),
@@ -1399,6 +1516,8 @@ int main(void)
         cmocka_unit_test(params_parse__several_protocols__last_applied_by_iperf3_wins),
         cmocka_unit_test(params_parse__bidir_and_reverse__bidir_wins),
         cmocka_unit_test(params_parse__iperf3_312_captures__all_fields),
+        cmocka_unit_test(params_parse__newer_client_captures__mptcp_and_version),
+        cmocka_unit_test(params_parse_as__flag_rules__read_as_each_server_version),
         cmocka_unit_test(params_parse__absent_numbers__zero),
         cmocka_unit_test(params_parse__bad_numbers__rejected),
         cmocka_unit_test(params_parse__keys_case_insensitive__as_iperf3),
