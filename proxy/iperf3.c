@@ -1123,7 +1123,9 @@ static void ctrl_connected(void *arg, int ufd, int err)
         /* the pool logs the member going down, once */
         log_debug("test %s: cannot reach server %s for client %s: %s", t->id,
                  addr_s(&t->server, s), addr_s(&t->client, c), strerror(err));
-        if (k >= 0 && err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM)
+        if (k >= 0 && err == ECONNREFUSED && pool_member_settling(p, k))
+            pool_member_refused(p, k);   /* between two tests: busy, not down */
+        else if (k >= 0 && err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM)
             pool_member_failed(p, k, false, strerror(err));
         ctrl_next(t);
         return;

@@ -10,6 +10,8 @@
 #define BACKOFF_MIN   2.0    /* s: first back-off of a failed member */
 #define BACKOFF_MAX  60.0    /* s: longest back-off */
 #define BUSY_RETRY    1.0    /* s: a member that refused a test is not asked again sooner */
+#define SETTLE        0.1    /* s: after a test, an iperf3 3.12 server re-creates its listener */
+#define SETTLE_REFUSE 2.0    /* s: a refused connect this soon after a test means "not yet" */
 
 int pool_list_add(struct pool_list *l, const char *hostport, const char **why)
 {
@@ -71,7 +73,7 @@ void pool_init(struct pool *p, struct ev_loop *loop, const char *what, const cha
     p->n = l->n;
     ev_timer_init(&p->retry, retry_cb, BUSY_RETRY, BUSY_RETRY);
     p->retry.data = p;
-    ev_timer_init(&p->kick, kick_cb, 0, 0);
+    ev_timer_init(&p->kick, kick_cb, SETTLE, 0);
     p->kick.data = p;
 }
 
@@ -225,6 +227,11 @@ void pool_member_failed(struct pool *p, int i, bool suspect, const char *why)
     m->backoff = m->backoff * 2 > BACKOFF_MAX ? BACKOFF_MAX : m->backoff * 2;
 }
 
+bool pool_member_settling(const struct pool *p, int i)
+{
+    return p->m[i].released_at > 0 && ev_now(p->loop) - p->m[i].released_at < SETTLE_REFUSE;
+}
+
 void pool_member_refused(struct pool *p, int i)
 {
     p->m[i].refusals++;
@@ -237,6 +244,7 @@ void pool_release_iperf3(struct pool *p, const struct sockaddr_storage *addr)
     if (i < 0 || p->m[i].tests == 0)
         return;
     p->m[i].tests--;
+    p->m[i].released_at = ev_now(p->loop);
     if (p->queued > 0)
         ev_timer_start(p->loop, &p->kick);   /* from the loop, not from inside a callback */
 }

@@ -64,6 +64,7 @@ struct pool_member {
     int                     load;       /* iperf2: sessions and UDP flows on it */
     uint64_t                served;     /* tests it took */
     uint64_t                refusals;   /* ACCESS_DENIED answers it gave */
+    ev_tstamp               released_at;/* iperf3: when a test of ours last left it (0: never) */
 };
 
 /* A test waiting for a member (embedded in the test). */
@@ -137,7 +138,13 @@ void pool_member_ok(struct pool *p, int i);
  * suspect is true): DOWN or SUSPECT with back-off (logged once). */
 void pool_member_failed(struct pool *p, int i, bool suspect, const char *why);
 
-/* iperf3: the member refused a test (ACCESS_DENIED). */
+/* iperf3: did a test of ours leave the member moments ago?  A 3.12 server
+ * closes and re-opens its listening socket after each test: a connection
+ * refused then means "not yet", not "down". */
+bool pool_member_settling(const struct pool *p, int i);
+
+/* iperf3: the member refused a test (ACCESS_DENIED, or not listening yet
+ * right after a test): not asked again for a second. */
 void pool_member_refused(struct pool *p, int i);
 
 /* iperf3: a test of ours left member addr (no-op if it is gone); wakes the queue. */
