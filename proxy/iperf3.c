@@ -85,6 +85,9 @@ struct test {
     uint64_t          tried;              /* members asked since the last queuing (bit i) */
     bool              forced;             /* no queue: sent to a busy member, its answer stands */
     bool              last_denied;        /* the last member asked answered ACCESS_DENIED */
+    bool              streams_held;       /* UDP: the server's CREATE_STREAMS is held back
+                                             while another UDP test of the host creates its
+                                             streams (they carry no cookie) */
     bool              member_held;        /* counted in its member's tests (pool3) */
     double            queued_for;         /* s: time spent in the queue before a member took it */
     struct relay     *ctrl;               /* control relay, NULL before/after */
@@ -684,10 +687,61 @@ static void data_new(struct test *t, int fd, const struct sockaddr_storage *peer
 
 /* ---------------------------------------------------------------- control */
 
+static bool udp_test(const struct test *t)
+{
+    return t->have_params && t->params.proto == I3_PROTO_UDP;
+}
+
+/* Is t a UDP test whose client may be creating streams now? */
+static bool creating_streams(const struct test *t)
+{
+    return t->phase == CTRL_RELAYING && udp_test(t) && t->server_state == I3_CREATE_STREAMS &&
+           !t->streams_held;
+}
+
+/* Another UDP test of t's host creating streams, or NULL. */
+static struct test *other_creating(const struct test *t)
+{
+    for (struct test *u = t->svc->tests; u; u = u->next)
+        if (u != t && creating_streams(u) && pool_addr_same(&u->client, &t->client, false))
+            return u;
+    return NULL;
+}
+
+/* t's host has no UDP test creating streams any more: the oldest test of
+ * that host held back gets its CREATE_STREAMS now. */
+static void streams_done(struct test *t)
+{
+    struct test *next = NULL;
+    for (struct test *u = t->svc->tests; u; u = u->next)
+        if (u != t && u->streams_held && u->ctrl != NULL &&
+            pool_addr_same(&u->client, &t->client, false) && (next == NULL || u->t0 < next->t0))
+            next = u;
+    if (next == NULL)
+        return;
+    log_info("test %s: test %s of the same host has its UDP streams: CREATE_STREAMS goes on",
+             next->id, t->id);
+    next->streams_held = false;
+    relay_hold(next->ctrl, FLOW_S2C, false);
+}
+
 static void on_server_state(struct test *t, int8_t st)
 {
+    bool was_creating = creating_streams(t);
     t->server_state = st;
     switch (st) {
+    case I3_CREATE_STREAMS: {
+        struct test *u = udp_test(t) ? other_creating(t) : NULL;
+        if (u != NULL && t->ctrl != NULL) {
+            char who[ADDR_STR_MAX];
+            log_info("test %s: holding the server's CREATE_STREAMS until test %s of the same "
+                     "host %s has created its UDP streams", t->id, u->id,
+                     addr_s(&t->client, who));
+            t->streams_held = true;
+            relay_hold(t->ctrl, FLOW_S2C, true);
+        }
+        break;
+    }
     case I3_TEST_RUNNING:
         t->running = true;
         if (hold_mode(t)) {
@@ -708,6 +762,8 @@ static void on_server_state(struct test *t, int8_t st)
     default:
         break;
     }
+    if (was_creating && !creating_streams(t))
+        streams_done(t);
 }
 
 /* Returns how the configured server reads flag parameters (lenient when no
@@ -828,10 +884,14 @@ static void ctrl_done(void *arg, struct relay *r, enum relay_end how)
     t->ctrl_end = how;
     t->ctrl_bytes[0] = r->f[0].bytes;
     t->ctrl_bytes[1] = r->f[1].bytes;
+    bool was_creating = creating_streams(t);
     t->ctrl = NULL;
     t->ctrl_done = true;
     t->phase = CTRL_DONE;
+    t->streams_held = false;
     relay_free(r);
+    if (was_creating)
+        streams_done(t);
     test_release_member(t);   /* the member takes its next test now */
     /* the test is over: whatever data connection is left goes with it */
     t->busy++;
@@ -1248,7 +1308,7 @@ int i3_udp_server(const struct service *svc, const struct sockaddr_storage *clie
     const struct test *creating = NULL, *running = NULL;
     int ncreating = 0;
     for (const struct test *t = svc->tests; t; t = t->next) {
-        if (t->phase != CTRL_RELAYING || !t->have_params || t->params.proto != I3_PROTO_UDP ||
+        if (t->phase != CTRL_RELAYING || !udp_test(t) || t->streams_held ||
             !pool_addr_same(&t->client, client, false))
             continue;
         if (t->server_state == I3_CREATE_STREAMS) {

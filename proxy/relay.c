@@ -362,7 +362,7 @@ static void relay_rearm(struct relay *r)
         bool want_rd = (in->state == FLOW_OPEN && flow_room(in) > 0) ||
                        in->state == FLOW_DISCARD;
         bool want_wr = (out->state == FLOW_OPEN || out->state == FLOW_DRAIN) &&
-                       flow_pending(out) > 0;
+                       flow_pending(out) > 0 && !out->held;
         if (want_rd && !ev_is_active(&r->rd[s]))
             ev_io_start(r->loop, &r->rd[s]);
         else if (!want_rd && ev_is_active(&r->rd[s]))
@@ -379,6 +379,8 @@ static void relay_rearm(struct relay *r)
 static bool flow_push(struct relay *r, int d)
 {
     struct flow *f = &r->f[d];
+    if (f->held)
+        return true;
     if (f->state == FLOW_OPEN || f->state == FLOW_DRAIN) {
         if (flow_write(r, d) == IO_FAIL && !flow_dst_failed(r, d))
             return false;
@@ -484,6 +486,16 @@ void relay_start(struct relay *r)
         }
     }
     relay_rearm(r);
+}
+
+void relay_hold(struct relay *r, int flow, bool on)
+{
+    r->f[flow].held = on;
+    if (r->started && !r->ended && !on) {
+        flow_maybe_shut(r, flow);   /* a FIN that came while held, nothing pending; an
+                                       error shows at the next write or read */
+        relay_rearm(r);
+    }
 }
 
 void relay_abort(struct relay *r, bool reset)

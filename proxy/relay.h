@@ -99,6 +99,7 @@ struct flow {
     size_t    buf_len;       /* end of pending bytes in buf */
     uint64_t  bytes;         /* bytes delivered to dst */
     bool      wr_blocked;    /* last write to dst hit EAGAIN: watch for writability */
+    bool      held;          /* relay_hold(): bytes are kept, nothing is written to dst */
     ev_tstamp last_in;       /* when bytes were last read from src (0: never) */
 };
 
@@ -131,6 +132,13 @@ int  relay_preload(struct relay *r, int flow, const void *buf, size_t len);
 
 /* Starts moving bytes. */
 void relay_start(struct relay *r);
+
+/* Holds (on) or releases (off) flow `flow`: while held, what it reads is
+ * kept (up to its buffer, then its source is no longer read) and nothing
+ * is written to its destination.  May be called from the inspect hook: the
+ * bytes being inspected are held too.  Releasing only re-arms the watchers;
+ * the bytes move from the loop. */
+void relay_hold(struct relay *r, int flow, bool on);
 
 /* Ends the relay now: both sockets closed (with RST when reset is true), done
  * called with RELAY_END_ABORTED.  No-op if it has ended. */

@@ -8,6 +8,7 @@
 #     stream (UDP streams carry no cookie: they must reach their test's server),
 #     three run on three different servers, the fourth waits its turn and is
 #     logged as queued; the dead member is logged down once.
+#  1b. three UDP tests (-P 3) at once from that host through shim A: all complete.
 #  2. busy, then the next: a direct client keeps server 1 busy; through shim B
 #     (servers 1 and 2, server 1 asked first) the test is refused by server 1
 #     (ACCESS_DENIED, never shown to the client) and runs on server 2.
@@ -95,6 +96,18 @@ q=$(grep -cE "every server busy: client .* waits its turn" "$LA")
 grep -E "test .*: client .*, mode .*, queued [1-9][0-9]*\.[0-9] s|queued 0\.[1-9] s" "$LA" | sed 's/^/  queued: /' | head -n 3
 grep -qE "queued ([1-9][0-9]*\.[0-9]|0\.[1-9]) s$" "$LA" || fail "1: no test line shows a wait in the queue"
 grep -qE "ACCESS_DENIED|busy running" "$IT_TMP"/a-*.json && fail "1: a client saw busy"
+
+# ---- 1b. three UDP tests at once from one host ------------------------------------
+# their streams carry no cookie: each must reach its own test's server, so the
+# shim keeps their stream-creation phases apart (CREATE_STREAMS held back)
+for i in 1 2 3; do
+    it_iperf3_json "$IT_TMP/u$i.json" 40 -c 127.0.0.1 -p $A -t 2 -P 3 -u -b 10M &   up[$i]=$!
+done
+wait ${up[1]} ${up[2]} ${up[3]}
+for i in 1 2 3; do
+    r=$(it_udp_iperf3_check "$IT_TMP/u$i.json" -P 3) || fail "1b udp $i: $r"; echo "  1b udp $i -P 3: $r"
+done
+echo "part 1b: CREATE_STREAMS held back $(grep -c "holding the server's CREATE_STREAMS" "$LA") time(s)"
 
 # ---- 2. busy, then the next ---------------------------------------------------
 it_start_shim shimB -- --listen 127.0.0.1:$B --upstream 127.0.0.1:$S1 --upstream 127.0.0.1:$S2 \
