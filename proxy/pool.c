@@ -30,13 +30,14 @@ char *pool_list_str(const struct pool_list *l, char *buf, size_t n)
     size_t off = 0;
     int i = 0;
     buf[0] = '\0';
+    if (l->n > 1)
+        off += (size_t)snprintf(buf, n, "(");
     for (; i < l->n && off + ADDR_STR_MAX + 8 < n; i++) {
         char a[ADDR_STR_MAX];
         net_addr_str((const struct sockaddr *)&l->addr[i], a, sizeof(a));
         off += (size_t)snprintf(buf + off, n - off, "%s%s", i ? ", " : "", a);
     }
-    if (i < l->n)
-        snprintf(buf + off, n - off, ", ...");
+    snprintf(buf + off, n - off, "%s%s", i < l->n ? ", ..." : "", l->n > 1 ? ")" : "");
     return buf;
 }
 

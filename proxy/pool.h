@@ -44,7 +44,7 @@ int  pool_list_add(struct pool_list *l, const char *hostport, const char **why);
 
 #define POOL_LIST_STR_MAX 4096   /* pool_list_str() buffer: enough for a few dozen members */
 
-/* The members as "a, b, c" (cut with "..." if buf is short).  Returns buf. */
+/* The members as "a" or "(a, b, c)" (cut with "..." if buf is short).  Returns buf. */
 char *pool_list_str(const struct pool_list *l, char *buf, size_t n);
 
 enum member_health {
