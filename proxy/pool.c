@@ -175,9 +175,11 @@ int pool_pick_iperf2(struct pool *p)
     for (int i = 0; i < p->n; i++)
         if (usable(&p->m[i], now) && (best < 0 || p->m[i].load < p->m[best].load))
             best = i;
-    for (int i = 0; best < 0 && i < p->n; i++)   /* every one down: the one due first */
-        if (best < 0 || p->m[i].retry_at < p->m[best].retry_at)
-            best = i;
+    if (best < 0) {   /* every one down: the one whose back-off ends first */
+        for (int i = 0; i < p->n; i++)
+            if (best < 0 || p->m[i].retry_at < p->m[best].retry_at)
+                best = i;
+    }
     if (best >= 0) {
         p->m[best].load++;
         p->m[best].served++;
