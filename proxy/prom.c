@@ -141,11 +141,13 @@ void prom_render(FILE *f, const struct service *services)
          "iperf3 tests that waited in the queue and then got a server.");
     for (s = services; s; s = s->next)
         sample(f, "iperf_shim_queue_waited_total", s, "", s->pool3.waited);
-    head(f, "iperf_shim_queue_wait_milliseconds_total", "counter",
-         "Total time those tests waited, in milliseconds.");
-    for (s = services; s; s = s->next)
-        sample(f, "iperf_shim_queue_wait_milliseconds_total", s, "",
-               (uint64_t)(s->pool3.wait_sum * 1000.0));
+    head(f, "iperf_shim_queue_wait_seconds_total", "counter",
+         "Total time those tests waited.");
+    for (s = services; s; s = s->next) {
+        fputs("iperf_shim_queue_wait_seconds_total{service=\"", f);
+        label(f, s->cfg.name);
+        fprintf(f, "\"} %.3f\n", s->pool3.wait_sum);
+    }
     head(f, "iperf_shim_queue_refused_total", "counter",
          "iperf3 tests refused (ACCESS_DENIED) because no server freed up, by reason: "
          "timeout (--queue-timeout), full (--queue-max).");
