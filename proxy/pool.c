@@ -11,7 +11,7 @@
 #define BACKOFF_MAX  60.0    /* s: longest back-off */
 #define BUSY_RETRY    1.0    /* s: a member that refused a test is not asked again sooner */
 #define SETTLE        0.1    /* s: after a test, an iperf3 3.12 server re-creates its listener */
-#define SETTLE_REFUSE 2.0    /* s: a refused connect this soon after a test means "not yet" */
+#define SETTLE_REFUSE 0.5    /* s: a refused connect this soon after a test means "not yet" */
 
 int pool_list_add(struct pool_list *l, const char *hostport, const char **why)
 {

@@ -138,7 +138,7 @@ void pool_member_ok(struct pool *p, int i);
  * suspect is true): DOWN or SUSPECT with back-off (logged once). */
 void pool_member_failed(struct pool *p, int i, bool suspect, const char *why);
 
-/* iperf3: did a test of ours leave the member moments ago?  A 3.12 server
+/* iperf3: did a test of ours leave the member moments ago (0.5 s)?  A 3.12 server
  * closes and re-opens its listening socket after each test: a connection
  * refused then means "not yet", not "down". */
 bool pool_member_settling(const struct pool *p, int i);

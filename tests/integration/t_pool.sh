@@ -20,8 +20,8 @@
 #  5. a member dies mid-test: through shim B, the server running a test is
 #     killed; the next test runs on the other server; the dead one is logged down,
 #     and, restarted, is logged back up when its back-off is over.
-#  6. iperf2: two iperf2 servers behind shim E: two tests at once run on
-#     different servers (least loaded).
+#  6. iperf2: two iperf2 servers behind shim E: two tests at once (one plain,
+#     one -d with its connect-back) run on different servers (least loaded).
 set -u
 . "$(dirname "$0")/lib.sh"
 command -v iperf3 >/dev/null || it_skip "iperf3 not installed"
@@ -179,7 +179,8 @@ wait_established "$victim" 2 5
 kill "${SPID[$victim]}"
 wait $lpid
 echo "part 5: killed server $victim mid-test; the client says '$(it_iperf3_error "$IT_TMP/e-long.json")'"
-for i in 1 2; do   # round robin: one of the two asks the dead server first
+for i in 1 2 3 4; do   # round robin: every other test asks the dead server first
+    [ $i -gt 2 ] && grep -q "iperf3 server 127.0.0.1:$victim is down" "$LB" && break
     it_iperf3_json "$IT_TMP/e-next$i.json" 20 -c 127.0.0.1 -p $B -t 1
     r=$(it_iperf3_check "$IT_TMP/e-next$i.json" --timed) || fail "5 next test $i: $r"
     id=$(test_id "$IT_TMP/e-next$i.json")
@@ -204,12 +205,15 @@ echo "  server $victim: logged down $n time(s), back up: $back"
 
 # ---- 6. iperf2: least loaded -------------------------------------------------------
 it_start_shim shimE -- --listen 127.0.0.1:$E --upstream 127.0.0.1:$S1 --upstream-iperf2 127.0.0.1:$I2A \
-    --upstream-iperf2 127.0.0.1:$I2B --log-level debug
+    --upstream-iperf2 127.0.0.1:$I2B --handshake-timeout 3 --log-level debug
 LE=$IT_TMP/shimE.log
 timeout 20 iperf -c 127.0.0.1 -p $E -t 2 >"$IT_TMP/f1.out" 2>&1 &   x1=$!
-timeout 20 iperf -c 127.0.0.1 -p $E -t 2 >"$IT_TMP/f2.out" 2>&1 &   x2=$!
+timeout 20 iperf -c 127.0.0.1 -p $E -t 2 -d -L 15349 >"$IT_TMP/f2.out" 2>&1 &   x2=$!
 wait $x1 $x2
-wait_log "$LE" "iperf2 test: client" 2 5 || fail "6: two iperf2 end lines not logged"
+# -d: the server's connect-back reaches the client through the shim: two reports
+[ "$(grep -cE "[0-9.]+ [KMG]?Bytes" "$IT_TMP/f2.out")" -ge 2 ] \
+    || fail "6: -d test: want a report each way: $(tail -n 4 "$IT_TMP/f2.out")"
+wait_log "$LE" "iperf2 test: client" 2 10 || fail "6: two iperf2 end lines not logged"
 srv=$(grep -E "iperf2 test: client" "$LE" | sed -E 's/.*, server ([^,]+), .*/\1/' | sort -u | tr '\n' ' ')
 echo "part 6: iperf2 tests ran on: $srv"
 [ "$(echo $srv | wc -w)" = 2 ] || fail "6: want two different iperf2 servers, got '$srv'"
