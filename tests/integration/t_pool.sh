@@ -22,6 +22,8 @@
 #     and, restarted, is logged back up when its back-off is over.
 #  6. iperf2: two iperf2 servers behind shim E: two tests at once (one plain,
 #     one -d with its connect-back) run on different servers (least loaded).
+#  7. IPv6: through shim F on [::1], one IPv4 and one IPv6 member, a UDP and a
+#     TCP test at once from ::1: both complete, one on each member.
 set -u
 . "$(dirname "$0")/lib.sh"
 command -v iperf3 >/dev/null || it_skip "iperf3 not installed"
@@ -218,6 +220,26 @@ srv=$(grep -E "iperf2 test: client" "$LE" | sed -E 's/.*, server ([^,]+), .*/\1/
 echo "part 6: iperf2 tests ran on: $srv"
 [ "$(echo $srv | wc -w)" = 2 ] || fail "6: want two different iperf2 servers, got '$srv'"
 for f in f1 f2; do grep -qE "[0-9.]+ [KMG]?Bytes" "$IT_TMP/$f.out" || fail "6 $f: $(tail -n 2 "$IT_TMP/$f.out")"; done
+
+# ---- 7. IPv6: a client over IPv6, one IPv4 and one IPv6 member ---------------------
+if ip -6 addr show dev lo 2>/dev/null | grep -q "::1"; then
+    V6=15351 F=15350
+    it_iperf3_server "srv6" $V6 -B ::1
+    it_start_shim shimF -- --listen "[::1]:$F" --upstream 127.0.0.1:$S3 --upstream "[::1]:$V6" \
+        --log-level debug
+    LF=$IT_TMP/shimF.log
+    it_iperf3_json "$IT_TMP/v6-udp.json" 30 -c ::1 -p $F -t 2 -P 2 -u -b 10M &   y1=$!
+    it_iperf3_json "$IT_TMP/v6-tcp.json" 30 -c ::1 -p $F -t 2 -P 2 &   y2=$!
+    wait $y1 $y2
+    r=$(it_udp_iperf3_check "$IT_TMP/v6-udp.json" -P 2) || fail "7 udp over IPv6: $r"; echo "part 7: udp: $r"
+    r=$(it_iperf3_check "$IT_TMP/v6-tcp.json" -P 2 --timed) || fail "7 tcp over IPv6: $r"; echo "part 7: tcp: $r"
+    wait_log "$LF" "test .*: client .*, mode " 2 5 || fail "7: two end-of-test lines not logged"
+    srv=$(grep -E "test .*: client .*, mode " "$LF" | sed -E 's/.*, server ([^,]+), mode .*/\1/' | sort -u | tr '\n' ' ')
+    echo "part 7: tests ran on: $srv"
+    [ "$(echo $srv | wc -w)" = 2 ] || fail "7: want both members used, got '$srv'"
+else
+    echo "part 7: skipped (no IPv6 loopback)"
+fi
 
 echo "--- shim warn lines ---"
 grep -hE " warn " "$IT_TMP"/shim*.log | head -n 20
