@@ -24,6 +24,8 @@
 #     one -d with its connect-back) run on different servers (least loaded).
 #  7. IPv6: through shim F on [::1], one IPv4 and one IPv6 member, a UDP and a
 #     TCP test at once from ::1: both complete, one on each member.
+#  8. a member that accepts and never answers (shim G, --connect-timeout 1) is
+#     marked suspect after 1 s and the test runs on the next member.
 set -u
 . "$(dirname "$0")/lib.sh"
 command -v iperf3 >/dev/null || it_skip "iperf3 not installed"
@@ -240,6 +242,24 @@ if ip -6 addr show dev lo 2>/dev/null | grep -q "::1"; then
 else
     echo "part 7: skipped (no IPv6 loopback)"
 fi
+
+# ---- 8. a member that accepts but never answers ----------------------------------
+SIL=15361 G=15360
+timeout 120 python3 -c 'import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(16); time.sleep(120)' $SIL &   IT_PIDS+=($!)
+it_wait_tcp x $SIL 10 || fail "8: silent server did not listen"
+it_start_shim shimG -- --listen 127.0.0.1:$G --upstream 127.0.0.1:$SIL --upstream 127.0.0.1:$S3 \
+    --connect-timeout 1 --log-level debug
+LG=$IT_TMP/shimG.log
+g0=$(date +%s.%N)
+it_iperf3_json "$IT_TMP/g.json" 30 -c 127.0.0.1 -p $G -t 1
+r=$(it_iperf3_check "$IT_TMP/g.json" --timed) || fail "8: $r"
+id=$(test_id "$IT_TMP/g.json")
+wait_log "$LG" "test $id: client .*, mode " 1 5
+echo "part 8: $r; took $(python3 -c "import time; print(round(time.time() - $g0, 1))") s, ran on $(server_of "$LG" "$id")"
+grep -q "iperf3 server 127.0.0.1:$SIL is suspect" "$LG" || fail "8: the silent member was not marked suspect"
+[ "$(server_of "$LG" "$id")" = "127.0.0.1:$S3" ] || fail "8: the test did not move on to the next member"
 
 echo "--- shim warn lines ---"
 grep -hE " warn " "$IT_TMP"/shim*.log | head -n 20
