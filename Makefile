@@ -6,7 +6,7 @@
 # newer compiler.
 CC          ?= gcc
 CFLAGS      ?= -O2 -g
-BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -I. -MMD -MP \
+BASE_CFLAGS  = -std=c11 -D_GNU_SOURCE -I. -MMD -MP \
                -Wall -Wextra -Wshadow -Wstrict-prototypes $(WERROR)
 LDLIBS      := -lev -lcjson -lconfig -lmicrohttpd
 # The version lives in one place: the first line of debian/changelog.

@@ -25,6 +25,7 @@ struct front {
     size_t    got;                      /* bytes in buf */
     struct sockaddr_storage peer;       /* client address */
     socklen_t peerlen;
+    uint64_t  seq;                      /* accept order (1, 2, ...), handed on with it */
 };
 
 static void front_free(struct front *f, bool close_fd)
@@ -109,6 +110,7 @@ static void front_try(struct front *f)
         return;
     }
     int fd = f->fd;
+    uint64_t seq = f->seq;
     struct sockaddr_storage peer = f->peer;
     uint8_t first[DETECT_MAX_BYTES];
     size_t got = f->got;
@@ -116,7 +118,7 @@ static void front_try(struct front *f)
     struct service *svc = f->svc;
     front_free(f, false);
     if (v == DETECT_IPERF3)
-        i3_accept(svc, fd, &peer, first);   /* exactly the cookie was read */
+        i3_accept(svc, fd, &peer, first, seq);   /* exactly the cookie was read */
     else
         i2_accept(svc, fd, &peer, first, got);
 }
@@ -187,6 +189,7 @@ void front_accept(struct service *svc, int fd, const struct sockaddr_storage *pe
     f->fd = fd;
     f->peer = *peer;
     f->peerlen = peerlen;
+    f->seq = ++q->accepted;
     ev_io_init(&f->io, read_cb, fd, EV_READ);
     f->io.data = f;
     ev_timer_init(&f->timer, timeout_cb, svc->cfg.handshake_timeout, 0);

@@ -6,6 +6,7 @@
 #define IPERF_SHIM_PROXY_FRONT_H
 
 #include <ev.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 struct service;
@@ -15,6 +16,7 @@ struct front;
 struct front_queue {
     struct front *head, *tail;   /* oldest first */
     int           pending;       /* how many */
+    uint64_t      accepted;      /* connections accepted so far (their accept order) */
 };
 
 /* Takes ownership of fd, a just-accepted non-blocking client connection of svc. */

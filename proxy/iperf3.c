@@ -7,10 +7,12 @@
 #include "proxy/net.h"
 #include "proxy/relay.h"
 #include "proxy/service.h"
+#include "protocol/iperf3_results.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stddef.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -25,6 +27,12 @@
 
 #define I3_MAX_LEGS (2 * I3_MAX_PARALLEL)  /* data connections per side and test */
 #define HOLD_MAX    (64u * 1024u)          /* bytes held per connection while roles are learned */
+
+#define FENCE_POLL  0.001                  /* s: end-of-test fence checks the data this often */
+#define DATA_RCVBUF (512 * 1024)           /* SO_RCVBUF of data legs (the kernel doubles it):
+                                              see data_leg_rcvbuf */
+#define ACK_POLL    0.001                  /* s: a new upstream data connection is checked for
+                                              its cookie's ACK this often */
 
 enum role { ROLE_UNKNOWN = 0, ROLE_SENDER, ROLE_RECEIVER };
 
@@ -46,7 +54,33 @@ enum ctrl_phase {
     CTRL_DONE,            /* control connection finished (ctrl_done) */
 };
 
+/* End-of-test fence: the client's TEST_END (or CLIENT_TERMINATE) is held on
+ * the control relay until the server has acknowledged every data byte the
+ * client sent before it (see fence_begin). */
+enum fence_state {
+    FENCE_NONE = 0,     /* not started (no TEST_END yet, UDP, or --fence-timeout 0) */
+    FENCE_HOLDING,      /* TEST_END held, data being flushed */
+    FENCE_DONE,         /* everything acknowledged; TEST_END passed on */
+    FENCE_TIMED_OUT,    /* --fence-timeout hit; TEST_END passed on anyway */
+};
+
 struct test;
+static void upstream_open_next(struct test *t);
+
+/* A results JSON block held on one direction of the control relay while it
+ * is read, to renumber its stream entries (see results_finish). */
+enum res_state {
+    RES_IDLE = 0,   /* not held */
+    RES_COLLECT,    /* held: the block's bytes are being collected */
+    RES_DONE,       /* passed on (rewritten or as it was) */
+};
+
+struct res_block {
+    enum res_state state;   /* see enum res_state */
+    uint8_t       *buf;     /* the block as read: 4-byte length, then the JSON */
+    size_t         len;     /* bytes in buf */
+    size_t         cap;     /* allocated size of buf */
+};
 
 /* One data connection on one side, before it is paired and relayed. */
 struct leg {
@@ -59,6 +93,8 @@ struct leg {
     bool              eof;        /* the peer closed while the connection was held */
     ev_io             io;         /* reads while held */
     struct connector  conn;       /* server legs: connect in progress */
+    ev_timer          ack_timer;  /* server legs: waits for the server's ACK of the cookie */
+    ev_tstamp         opened;     /* server legs: when the connect started */
     uint8_t          *hold;       /* bytes read while held (HOLD_MAX), NULL if none */
     size_t            held;       /* bytes in hold */
     struct sockaddr_storage peer; /* client: the client's address; server: our local address */
@@ -110,7 +146,18 @@ struct test {
     struct leg       *legs[2][I3_MAX_LEGS]; /* held data connections, NULL once relayed */
     int               nlegs[2];           /* connections seen per side */
     int               live_legs;          /* legs allocated */
+    int               next_open;          /* next server leg to connect (one at a time) */
+    bool              opening;            /* a server leg is connecting or awaiting its ACK */
+    double            open_wait;          /* s: connect + cookie ACK, summed over server legs */
     struct relay     *relays[I3_MAX_LEGS];/* data relays, NULL once finished */
+    int               pair_leg[I3_MAX_LEGS][2]; /* relay i: index of its client and server leg */
+    uint64_t          cl_seq[I3_MAX_LEGS];      /* client leg k: accept order (front) */
+    uint32_t          cl_rtt[I3_MAX_LEGS];      /* client leg k: handshake RTT, us (0: unknown) */
+    uint32_t          cl_retrans[I3_MAX_LEGS];  /* client leg k: SYN-ACKs retransmitted */
+    uint64_t          pair_bytes[I3_MAX_LEGS][2]; /* relay i: data bytes per flow, once ended */
+    uint64_t          pair_s2c_end[I3_MAX_LEGS];  /* relay i: server->client bytes the client had
+                                                     acknowledged at its TEST_END */
+    bool              s2c_snapped;        /* pair_s2c_end was taken */
     int               nrelays;            /* relays created */
     int               live_relays;        /* relays still running */
     ev_timer          role_timer;         /* --role-timeout after TEST_RUNNING */
@@ -127,6 +174,25 @@ struct test {
     struct activity   act;                /* shared by all relays of the test */
     time_t            started;            /* wall clock at the control connection */
     ev_tstamp         t0;                 /* ev_now() then */
+    enum fence_state  fence;              /* end-of-test fence on the client's TEST_END */
+    int8_t            fence_msg;          /* the state byte it holds */
+    ev_timer          fence_timer;        /* polls the data relays while it holds */
+    ev_tstamp         fence_start;        /* ev_now() when it began */
+    ev_tstamp         fence_acked;        /* when the server had acknowledged everything
+                                             (0: not yet) */
+    ev_tstamp         running_at;         /* ev_now() at TEST_RUNNING */
+    double            fence_ms;           /* how long the state byte was held */
+    uint64_t          fence_base;         /* client->server data bytes delivered when it began */
+    uint64_t          fence_flushed;      /* client->server data bytes delivered while it held */
+    uint64_t          fence_left;         /* bytes still unacknowledged when it timed out */
+    struct res_block  res[2];             /* results JSON held: [FLOW_C2S] client's, [FLOW_S2C]
+                                             server's */
+    int               res_n;              /* stream entries in the id mapping */
+    int64_t           res_cid[I3_RESULTS_MAX_STREAMS]; /* client's stream id of entry k */
+    int64_t           res_sid[I3_RESULTS_MAX_STREAMS]; /* server's id of the stream it met */
+    bool              res_by_order;       /* entries mapped by the client's accept order */
+    char              res_note[256];      /* what became of the per-stream results, for the
+                                             test line ("" if nothing was tried) */
 };
 
 static char *addr_s(const struct sockaddr_storage *ss, char *buf)
@@ -153,6 +219,21 @@ static const char *roles_text(const struct test *t, char *buf, size_t n)
         snprintf(buf, n, "re-paired %d of %d", t->repaired, 2 * t->params.parallel);
     else
         snprintf(buf, n, "as accepted");
+    return buf;
+}
+
+/* The fence's part of the test line (", end-of-test fence: ..."), or "". */
+static const char *fence_text(const struct test *t, char *buf, size_t n)
+{
+    if (t->fence == FENCE_DONE || t->fence == FENCE_HOLDING)
+        snprintf(buf, n, ", end-of-test fence: %" PRIu64 " bytes flushed in %.1f ms",
+                 t->fence_flushed, t->fence_ms);
+    else if (t->fence == FENCE_TIMED_OUT)
+        snprintf(buf, n, ", end-of-test fence timed out after %.1f ms: %" PRIu64 " bytes flushed, "
+                 "%" PRIu64 " not acknowledged by the server", t->fence_ms, t->fence_flushed,
+                 t->fence_left);
+    else
+        buf[0] = '\0';
     return buf;
 }
 
@@ -187,13 +268,16 @@ static void test_log_end(struct test *t)
     else
         snprintf(bytes, sizeof(bytes), "bytes client->server %" PRIu64 ", server->client %"
                  PRIu64, t->bytes[0], t->bytes[1]);
-    log_info("test %s: client %s, server %s, mode %s, streams %d%s, roles %s, %s, %s, "
+    char fence[128];
+    log_info("test %s: client %s, server %s, mode %s, streams %d%s, roles %s, %s, %s%s%s%s, "
              "queued %.1f s", t->id, addr_s(&t->client, c),
              t->server_len ? addr_s(&t->server, s) : "none",
              t->have_params ? i3_params_mode(&t->params) : "unknown",
              t->have_params ? t->params.parallel : t->nlegs[SIDE_CLIENT],
              t->have_params && t->params.bidir ? " each way" : "",
-             roles_text(t, roles, sizeof(roles)), bytes, outcome, t->queued_for);
+             roles_text(t, roles, sizeof(roles)), bytes, outcome,
+             fence_text(t, fence, sizeof(fence)), t->res_note[0] ? ", results: " : "",
+             t->res_note, t->queued_for);
 }
 
 /* The test as the status page and the stats see it. */
@@ -290,6 +374,9 @@ static void test_maybe_free(struct test *t)
     }
     ev_timer_stop(t->loop, &t->role_timer);
     ev_timer_stop(t->loop, &t->params_timer);
+    ev_timer_stop(t->loop, &t->fence_timer);
+    free(t->res[FLOW_C2S].buf);
+    free(t->res[FLOW_S2C].buf);
     i3_ctrl_free(&t->parser);
     t->svc->ntests--;
     free(t);
@@ -299,6 +386,7 @@ static void leg_free(struct leg *l, bool close_fd, bool reset)
 {
     struct test *t = l->t;
     ev_io_stop(t->loop, &l->io);
+    ev_timer_stop(t->loop, &l->ack_timer);
     connector_cancel(&l->conn);
     if (close_fd && l->fd >= 0) {
         if (reset)
@@ -369,9 +457,13 @@ static void data_done(void *arg, struct relay *r, enum relay_end how)
     if (r->err_side == SIDE_SERVER && !t->client_ended &&
         (how == RELAY_END_RESET || how == RELAY_END_ERROR || r->reset_absorbed))
         server_left(t, "reset a data connection during the test");
-    for (int i = 0; i < t->nrelays; i++)
-        if (t->relays[i] == r)
+    for (int i = 0; i < t->nrelays; i++) {
+        if (t->relays[i] == r) {
             t->relays[i] = NULL;
+            t->pair_bytes[i][FLOW_C2S] = r->f[FLOW_C2S].bytes;
+            t->pair_bytes[i][FLOW_S2C] = r->f[FLOW_S2C].bytes;
+        }
+    }
     log_debug("test %s: data stream ended (%s), %" PRIu64 " bytes client->server, %" PRIu64
               " server->client", t->id, relay_end_str(how), r->f[FLOW_C2S].bytes,
               r->f[FLOW_S2C].bytes);
@@ -402,6 +494,8 @@ static void start_pair(struct test *t, struct leg *cl, struct leg *sl)
         test_fail(t, "out of memory starting a data relay");
         return;
     }
+    t->pair_leg[t->nrelays][SIDE_CLIENT] = cl->index;
+    t->pair_leg[t->nrelays][SIDE_SERVER] = sl->index;
     t->relays[t->nrelays++] = r;
     t->live_relays++;
     leg_free(cl, false, false);
@@ -606,11 +700,87 @@ static void log_mptcp(const struct test *t, int fd)
                  "(sysctl net.mptcp.enabled?): the test runs over TCP on both sides", t->id);
 }
 
+/* The server has the connection of server leg sl in its accept queue (it
+ * acknowledged the cookie): the leg is ready, and the next one may be opened. */
+static void server_leg_accepted(struct leg *sl)
+{
+    struct test *t = sl->t;
+    struct leg *cl = t->legs[SIDE_CLIENT][sl->index];
+
+    ev_timer_stop(t->loop, &sl->ack_timer);
+    t->open_wait += ev_now(t->loop) - sl->opened;
+    t->opening = false;
+    sl->ready = true;
+    if (t->have_params && sl->index + 1 == i3_params_stream_count(&t->params))
+        log_debug("test %s: %d upstream data connections accepted in order, connect and cookie "
+                  "ACK %.1f ms in all", t->id, sl->index + 1, t->open_wait * 1e3);
+    if (hold_mode(t)) {
+        leg_hold(sl);
+        try_pair(t);
+    } else if (cl != NULL) {
+        start_pair(t, cl, sl);   /* consumes sl */
+    }
+    if (t->failure == NULL)
+        upstream_open_next(t);
+}
+
+static void ack_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    struct leg *sl = w->data;
+    struct test *t = sl->t;
+    long left = net_unacked(sl->fd);
+
+    t->busy++;
+    if (left == 0) {
+        server_leg_accepted(sl);
+    } else if (left == -1 || ev_now(loop) - sl->opened >= t->svc->cfg.connect_timeout) {
+        char s[ADDR_STR_MAX];
+        log_warn("test %s: data connection #%d to server %s: %s", t->id, sl->index + 1,
+                 addr_s(&t->server, s), left == -1 ? strerror(errno) :
+                 "the server did not acknowledge the cookie within --connect-timeout");
+        test_fail(t, "a data connection to the server failed");
+    }
+    t->busy--;
+    test_maybe_free(t);
+}
+
+/* The cookie of server leg sl is sent: the leg becomes ready once the server
+ * acknowledged it.  An ACK of data means the server's side of the handshake
+ * is complete, so the connection is in its accept queue, which is FIFO; the
+ * next leg is opened only then, so the server accepts (and numbers) the data
+ * connections in the order the shim opened them, whatever packets are lost. */
+static void server_leg_wait_ack(struct leg *sl)
+{
+    if (net_unacked(sl->fd) == 0) {
+        server_leg_accepted(sl);
+        return;
+    }
+    ev_timer_set(&sl->ack_timer, ACK_POLL, ACK_POLL);
+    ev_timer_start(sl->t->loop, &sl->ack_timer);
+}
+
+/* Caps the receive buffer of a data connection (either leg) unless the
+ * client asked for a window (-w, applied as asked).  Autotuned, each socket
+ * that the shim reads from grows to tcp_rmem's maximum (32 MiB here) whenever
+ * the shim lags: bytes the sender has counted and nobody has received yet.
+ * At the end of a test they are what the fence has to flush (the server
+ * sending on meanwhile, in --bidir), and server->client bytes the client will
+ * never count.  Measured on loopback (docs/notes.md): with 512 KiB, --bidir
+ * -P 8 server->client went from 13.5 points below direct to within 2, -R -P 4
+ * from 3.7 to 0.5, the fence from 880 to 140 ms, at no cost in throughput. */
+static void data_leg_rcvbuf(const struct test *t, int fd)
+{
+    int v = DATA_RCVBUF;
+    if (t->have_params && t->params.window > 0)
+        return;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v));
+}
+
 static void server_leg_connected(void *arg, int fd, int err)
 {
     struct leg *sl = arg;
     struct test *t = sl->t;
-    struct leg *cl = t->legs[SIDE_CLIENT][sl->index];
 
     if (fd < 0) {
         char s[ADDR_STR_MAX];
@@ -620,6 +790,7 @@ static void server_leg_connected(void *arg, int fd, int err)
         return;
     }
     sl->fd = fd;
+    data_leg_rcvbuf(t, fd);
     socklen_t len = sizeof(sl->peer);
     getsockname(fd, (struct sockaddr *)&sl->peer, &len);
     /* forward the cookie at once: old servers block their main loop on it */
@@ -630,22 +801,17 @@ static void server_leg_connected(void *arg, int fd, int err)
         test_fail(t, "a data connection to the server failed");
         return;
     }
-    sl->ready = true;
     if (sl->index == 0 && t->have_params && t->params.mptcp)
         log_mptcp(t, fd);
     t->busy++;
-    if (hold_mode(t)) {
-        leg_hold(sl);
-        try_pair(t);
-    } else if (cl != NULL) {
-        start_pair(t, cl, sl);
-    }
+    server_leg_wait_ack(sl);
     t->busy--;
     test_maybe_free(t);
 }
 
 /* A client data connection of test t. */
-static void data_new(struct test *t, int fd, const struct sockaddr_storage *peer)
+static void data_new(struct test *t, int fd, const struct sockaddr_storage *peer,
+                     uint64_t accept_seq)
 {
     char who[ADDR_STR_MAX];
     if (t->nlegs[SIDE_CLIENT] >= I3_MAX_LEGS) {
@@ -667,22 +833,548 @@ static void data_new(struct test *t, int fd, const struct sockaddr_storage *peer
     *cl = (struct leg){ .t = t, .side = SIDE_CLIENT, .index = idx, .fd = fd, .ready = true,
                         .peer = *peer };
     *sl = (struct leg){ .t = t, .side = SIDE_SERVER, .index = idx, .fd = -1 };
+    ev_init(&sl->ack_timer, ack_timer_cb);
+    sl->ack_timer.data = sl;
     t->legs[SIDE_CLIENT][idx] = cl;
     t->legs[SIDE_SERVER][idx] = sl;
     t->live_legs += 2;
+    /* the handshake's RTT sample (SYN-ACK to the ACK that completed it): the
+     * shim has sent nothing on it yet, so it is still the only one */
+    struct tcp_info ti;
+    socklen_t tl = sizeof(ti);
+    memset(&ti, 0, sizeof(ti));
+    getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl);
+    t->cl_seq[idx] = accept_seq;
+    t->cl_rtt[idx] = ti.tcpi_rtt;
+    t->cl_retrans[idx] = ti.tcpi_total_retrans;
 
     struct tcp_opts o = test_tcp_opts(t);
     tcp_opts_apply(fd, &(struct tcp_opts){ .bufsize = o.bufsize, .nodelay = o.nodelay });
+    data_leg_rcvbuf(t, fd);
     log_debug("test %s: data connection #%d from %s", t->id, idx + 1, addr_s(peer, who));
+    if (hold_mode(t))
+        leg_hold(cl);
+    t->busy++;
+    upstream_open_next(t);
+    t->busy--;
+    test_maybe_free(t);
+}
+
+/* Opens the next upstream data connection, unless one is still on its way
+ * (see server_leg_wait_ack): the server must accept them in this order. */
+static void upstream_open_next(struct test *t)
+{
+    if (t->opening || t->next_open >= t->nlegs[SIDE_SERVER])
+        return;
+    struct leg *sl = t->legs[SIDE_SERVER][t->next_open++];
+    if (sl == NULL)
+        return;
+    struct tcp_opts o = test_tcp_opts(t);
+    t->opening = true;
+    sl->opened = ev_now(t->loop);
     if (connector_start(&sl->conn, t->loop, &t->server, t->server_len, &o,
                         t->svc->cfg.connect_timeout, server_leg_connected, sl) == -1) {
         log_warn("test %s: cannot open a data connection to the server: %s", t->id,
                  strerror(errno));
         test_fail(t, "no socket for a data connection");
+    }
+}
+
+/* ------------------------------------------------------ end-of-test fence */
+
+/* Client->server data bytes delivered to the server so far, all relays. */
+static uint64_t data_c2s_delivered(const struct test *t)
+{
+    uint64_t n = t->bytes[FLOW_C2S];   /* relays that have finished */
+    for (int i = 0; i < t->nrelays; i++)
+        if (t->relays[i])
+            n += t->relays[i]->f[FLOW_C2S].bytes;
+    return n;
+}
+
+/* Client->server data bytes the server has not acknowledged yet: readable
+ * from the client, in the shim, or unacknowledged upstream. */
+static uint64_t data_c2s_unacked(const struct test *t)
+{
+    uint64_t n = 0;
+    for (int i = 0; i < t->nrelays; i++)
+        if (t->relays[i])
+            n += relay_unacked(t->relays[i], FLOW_C2S);
+    return n;
+}
+
+/* Ends the fence: the held state byte goes on to the server. */
+static void fence_end(struct test *t, enum fence_state how, uint64_t left)
+{
+    ev_timer_stop(t->loop, &t->fence_timer);
+    t->fence = how;
+    t->fence_ms = (ev_now(t->loop) - t->fence_start) * 1e3;
+    t->fence_flushed = data_c2s_delivered(t) - t->fence_base;
+    t->fence_left = left;
+    if (how == FENCE_TIMED_OUT)
+        log_warn("test %s: end-of-test fence timed out after %.1f ms: %s passed on with %" PRIu64
+                 " data bytes not acknowledged by the server (they are not counted as received)",
+                 t->id, t->fence_ms, i3_state_name(t->fence_msg), left);
+    else
+        log_debug("test %s: end-of-test fence: %" PRIu64 " bytes flushed in %.1f ms, %s passed on",
+                  t->id, t->fence_flushed, t->fence_ms, i3_state_name(t->fence_msg));
+    if (t->ctrl)
+        relay_release(t->ctrl, FLOW_C2S);
+    for (int i = 0; i < t->nrelays; i++)
+        if (t->relays[i])
+            relay_release(t->relays[i], FLOW_S2C);
+}
+
+/* How long the server needs to read what the fence flushed into it: an ACK
+ * only means the bytes are in its receive queue, and it stops reading at
+ * TEST_END.  The flushed bytes at the test's own client->server rate (what
+ * the server kept up with), with half again as margin.  Not with --bidir:
+ * there the server sends on while the fence holds, and every millisecond of
+ * it is server->client bytes the client never counts (measured: the wait
+ * cost 1.3 points of --bidir -P 8 server->client and gained nothing
+ * client->server; docs/notes.md). */
+static double fence_read_time(const struct test *t)
+{
+    uint64_t flushed = data_c2s_delivered(t) - t->fence_base;
+    double ran = t->fence_start - t->running_at;
+    if (t->params.bidir || flushed == 0 || t->running_at <= 0 || ran <= 0 ||
+        t->fence_base == 0)
+        return 0;
+    return 1.5 * (double)flushed / ((double)t->fence_base / ran);
+}
+
+static void fence_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    struct test *t = w->data;
+    ev_tstamp now = ev_now(loop);
+    uint64_t left = data_c2s_unacked(t);
+    if (left > 0)
+        t->fence_acked = 0;   /* more came (from the client's send queue) */
+    else if (t->fence_acked == 0)
+        t->fence_acked = now;
+    if (left == 0 && now - t->fence_acked >= fence_read_time(t))
+        fence_end(t, FENCE_DONE, 0);
+    else if (now - t->fence_start >= t->svc->cfg.fence_timeout)
+        fence_end(t, FENCE_TIMED_OUT, left);
+}
+
+/* The client's state byte `st`, at offset `at` of the control chunk being
+ * inspected, ends the data phase.  The server stops counting at it, so it is
+ * held until every data byte the client sent before it has been read,
+ * delivered, and acknowledged by the server (no byte left in the client
+ * socket, the relay, or the upstream send queue), at most --fence-timeout.
+ * TCP tests only: UDP has nothing to flush. */
+static void fence_begin(struct test *t, size_t at, int8_t st)
+{
+    if (t->fence != FENCE_NONE || t->svc->cfg.fence_timeout <= 0 || !t->have_params ||
+        t->params.proto != I3_PROTO_TCP || t->ctrl == NULL)
+        return;
+    t->fence_msg = st;
+    t->fence_start = ev_now(t->loop);
+    t->fence_base = data_c2s_delivered(t);
+    if (data_c2s_unacked(t) == 0) {   /* nothing in flight: no need to hold */
+        t->fence = FENCE_DONE;
         return;
     }
-    if (hold_mode(t))
-        leg_hold(cl);
+    if (relay_hold(t->ctrl, FLOW_C2S, at, 0) == -1) {
+        log_warn("test %s: cannot hold %s for the end-of-test fence", t->id, i3_state_name(st));
+        return;
+    }
+    t->fence = FENCE_HOLDING;
+    /* The client counts no byte it reads after its TEST_END, the server every
+     * byte it writes until it sees TEST_END: stop taking the server's data
+     * meanwhile, so that it stops writing into buffers nobody will count. */
+    for (int i = 0; i < t->nrelays; i++)
+        if (t->relays[i])
+            relay_hold(t->relays[i], FLOW_S2C, 0, 0);
+    ev_timer_set(&t->fence_timer, FENCE_POLL, FENCE_POLL);
+    ev_timer_start(t->loop, &t->fence_timer);
+}
+
+/* --------------------------------------------------- per-stream results */
+
+/* iperf3 matches each stream's peer numbers by stream id, and ids follow
+ * creation order on the client and accept order on the server.  The shim
+ * makes the server's accept order its own opening order (upstream_open_next),
+ * but the client's connections may reach the shim in another order than the
+ * client created them (a lost ACK), and --bidir pairs are re-matched by role:
+ * then client stream c and server stream s of the same id did not exchange a
+ * byte.  During EXCHANGE_RESULTS the shim holds each results JSON, learns
+ * from the client's which connection each client stream was (by byte counts:
+ * protocol/iperf3_results.h), and renumbers the entries so that each side
+ * reads the numbers of the stream it really exchanged data with.  When the
+ * pairing is not certain, the JSON goes on as it was (logged). */
+
+#define RES_HOLD_CAP(c) ((size_t)(c).results_max + 4 + 65536)  /* bytes held at most */
+
+/* Bytes relay i delivered on flow d (so far, or in all once it ended). */
+static uint64_t pair_bytes_now(const struct test *t, int i, int d)
+{
+    const struct relay *r = t->relays[i];
+    return r ? r->f[d].bytes : t->pair_bytes[i][d];
+}
+
+/* The client sent TEST_END: it counted no byte it read after that.  Notes,
+ * per data relay, the server->client bytes the client had acknowledged
+ * (delivered minus still unacknowledged): the best bound the shim has on what
+ * a receiving client stream counted. */
+static void results_snapshot(struct test *t)
+{
+    if (t->s2c_snapped)
+        return;
+    t->s2c_snapped = true;
+    for (int i = 0; i < t->nrelays; i++) {
+        const struct relay *r = t->relays[i];
+        uint64_t d = pair_bytes_now(t, i, FLOW_S2C);
+        long q = r && r->fd[SIDE_CLIENT] >= 0 ? net_unacked(r->fd[SIDE_CLIENT]) : 0;
+        t->pair_s2c_end[i] = q > 0 && (uint64_t)q < d ? d - (uint64_t)q : d;
+    }
+}
+
+/* Sorts idx[0..n-1] by vals[idx[k]], equal values in index order. */
+static void sort_by_bytes(int *idx, const uint64_t *vals, int n)
+{
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && (vals[idx[j - 1]] > vals[idx[j]] ||
+                                  (vals[idx[j - 1]] == vals[idx[j]] && idx[j - 1] > idx[j])); j--) {
+            int x = idx[j];
+            idx[j] = idx[j - 1];
+            idx[j - 1] = x;
+        }
+}
+
+/* Exact pairing: when the entries' counts and the connections' counts are the
+ * same numbers (a sending client's count is exactly what the shim read), the
+ * k-th smallest entry goes with the k-th smallest connection.  Entries with
+ * equal counts then go with connections of that same count, in list order:
+ * which of them goes where changes no number anyone reads.  Returns 0 with
+ * m[] set, or -1 if the counts differ anywhere. */
+static int match_exact(const uint64_t *eb, const uint64_t *cb, int n, int *m)
+{
+    int ei[I3_RESULTS_MAX_STREAMS], ci[I3_RESULTS_MAX_STREAMS];
+    for (int k = 0; k < n; k++)
+        ei[k] = ci[k] = k;
+    sort_by_bytes(ei, eb, n);
+    sort_by_bytes(ci, cb, n);
+    for (int k = 0; k < n; k++)
+        if (eb[ei[k]] != cb[ci[k]])
+            return -1;
+    for (int k = 0; k < n; k++)
+        m[ei[k]] = ci[k];
+    return 0;
+}
+
+/* Pairs the entries of one role (sending or receiving client streams) with
+ * the relays that carried that direction: exactly when the counts are the
+ * same numbers, else by protocol/iperf3_results.h's rule.  ent_idx/conn_idx
+ * list them; on success map[ent_idx[k]] is set.  Returns 0, or -1 with
+ * *why. */
+static int results_match_group(const struct test *t, const struct i3_rstream *ent,
+                               const int *ent_idx, const int *conn_idx, int n, bool senders,
+                               int *map, char *why, size_t whylen)
+{
+    uint64_t eb[I3_RESULTS_MAX_STREAMS], cb[I3_RESULTS_MAX_STREAMS];
+    int m[I3_RESULTS_MAX_STREAMS];
+    if (n == 0)
+        return 0;
+    for (int k = 0; k < n; k++) {
+        int c = conn_idx[k];
+        eb[k] = ent[ent_idx[k]].bytes;
+        /* a sending client counted what it wrote: after the fence, what the shim
+         * read and delivered; a receiving one what it read before its TEST_END */
+        cb[k] = senders ? pair_bytes_now(t, c, FLOW_C2S)
+                        : t->s2c_snapped ? t->pair_s2c_end[c] : pair_bytes_now(t, c, FLOW_S2C);
+    }
+    if (match_exact(eb, cb, n, m) == -1 && i3_match_by_bytes(eb, cb, n, m, why, whylen) == -1)
+        return -1;
+    for (int k = 0; k < n; k++)
+        map[ent_idx[k]] = conn_idx[m[k]];
+    return 0;
+}
+
+/* Holds direction d of the control relay from its next byte: the results
+ * JSON that comes next is collected.  From the other direction's inspect hook
+ * only (that direction owes nothing meanwhile). */
+static void results_hold(struct test *t, int d)
+{
+    if (t->ctrl == NULL || t->res[d].state != RES_IDLE)
+        return;
+    if (relay_hold(t->ctrl, d, 0, RES_HOLD_CAP(t->svc->cfg)) == -1) {
+        snprintf(t->res_note, sizeof(t->res_note), "left as they were (control busy)");
+        return;
+    }
+    t->res[d].state = RES_COLLECT;
+}
+
+/* Passes the held block of direction d on unchanged, saying why in the test
+ * line and a log line. */
+static void results_leave(struct test *t, int d, const char *why)
+{
+    t->res[d].state = RES_DONE;
+    if (t->ctrl)
+        relay_release(t->ctrl, d);
+    snprintf(t->res_note, sizeof(t->res_note), "%s JSON left as it was (%s)",
+             d == FLOW_C2S ? "client's" : "server's", why);
+    log_info("test %s: per-stream results: %s JSON passed on as it was: %s", t->id,
+             d == FLOW_C2S ? "client's" : "server's", why);
+}
+
+/* Appends bytes of the held block of direction d.  Returns 0, or -1 if out
+ * of memory (the block then goes on unchanged). */
+static int results_collect(struct test *t, int d, const uint8_t *buf, size_t len)
+{
+    struct res_block *b = &t->res[d];
+    if (b->len + len > b->cap) {
+        size_t want = b->cap ? b->cap : 4096;
+        while (want < b->len + len)
+            want *= 2;
+        uint8_t *nb = realloc(b->buf, want);
+        if (nb == NULL)
+            return -1;
+        b->buf = nb;
+        b->cap = want;
+    }
+    memcpy(b->buf + b->len, buf, len);
+    b->len += len;
+    return 0;
+}
+
+/* Renumbers the held block of direction d (ids from[k] -> to[k]) and lets it
+ * go.  Returns 0, or -1 with *why (the caller leaves it as it was). */
+static int results_replace(struct test *t, int d, const int64_t *from, const int64_t *to,
+                           int n, char *why, size_t whylen)
+{
+    struct res_block *b = &t->res[d];
+    char *out = NULL;
+    size_t outlen = 0;
+    if (i3_results_rewrite_ids((const char *)b->buf + 4, b->len - 4, from, to, n, &out, &outlen,
+                               why, whylen) == -1)
+        return -1;
+    uint8_t *framed = malloc(outlen + 4);
+    if (framed == NULL || outlen > UINT32_MAX) {
+        free(out);
+        free(framed);
+        snprintf(why, whylen, "out of memory");
+        return -1;
+    }
+    framed[0] = (uint8_t)(outlen >> 24);
+    framed[1] = (uint8_t)(outlen >> 16);
+    framed[2] = (uint8_t)(outlen >> 8);
+    framed[3] = (uint8_t)outlen;
+    memcpy(framed + 4, out, outlen);
+    free(out);
+    int rc = relay_release_replace(t->ctrl, d, b->len, framed, outlen + 4);
+    free(framed);
+    if (rc == -1) {
+        snprintf(why, whylen, "the control relay could not replace it");
+        return -1;
+    }
+    b->state = RES_DONE;
+    return 0;
+}
+
+/* The client's connections in the order it created them, when that is
+ * certain: order[k] = client leg of the client's k-th stream.  The client
+ * creates its streams one after another (connect, cookie, next connect), and
+ * the ACK completing stream k's handshake leaves before stream k+1's SYN, so
+ * the kernel completes the handshakes, and the shim accepts them, in creation
+ * order, whenever no handshake was held up: overtaking takes at least two
+ * round trips more than the path needs, which a lost ACK and cookie (a
+ * retransmission timeout, >= 200 ms) shows in the handshake's RTT sample.  A
+ * lost cookie alone delays only the cookie (data_new), not the accept.
+ * Returns 0 with order[] set, or -1 when some handshake may have been
+ * overtaken (RTT unknown, SYN-ACK retransmitted, or RTT >= 2 x the test's
+ * smallest + 1 ms). */
+static int client_creation_order(const struct test *t, int n, int *order)
+{
+    uint32_t min = UINT32_MAX;
+    for (int k = 0; k < n; k++)
+        if (t->cl_rtt[k] < min)
+            min = t->cl_rtt[k];
+    for (int k = 0; k < n; k++) {
+        if (t->cl_rtt[k] == 0 || t->cl_retrans[k] > 0 ||
+            (uint64_t)t->cl_rtt[k] >= 2 * (uint64_t)min + 1000)
+            return -1;
+        order[k] = k;
+    }
+    for (int i = 1; i < n; i++)   /* by accept order */
+        for (int j = i; j > 0 && t->cl_seq[order[j - 1]] > t->cl_seq[order[j]]; j--) {
+            int x = order[j];
+            order[j] = order[j - 1];
+            order[j - 1] = x;
+        }
+    return 0;
+}
+
+/* Maps stream entries to relays by the client's creation order (see
+ * client_creation_order): entry i is the client's i-th stream.  Sending
+ * streams are checked against the bytes (exact after the fence).  Returns 0
+ * with map[] set, or -1 (order not certain, or the bytes disagree). */
+static int results_map_by_order(const struct test *t, const struct i3_rstream *ent, int n,
+                                int *map)
+{
+    int order[I3_RESULTS_MAX_STREAMS], relay_of[I3_MAX_LEGS];
+    if (client_creation_order(t, n, order) == -1)
+        return -1;
+    for (int k = 0; k < n; k++)
+        relay_of[k] = -1;
+    for (int i = 0; i < n; i++)
+        relay_of[t->pair_leg[i][SIDE_CLIENT]] = i;
+    for (int i = 0; i < n; i++) {
+        int cl = order[i];
+        if (cl >= n || relay_of[cl] < 0)
+            return -1;
+        map[i] = relay_of[cl];
+        bool sends = t->params.bidir ? i < t->params.parallel : !t->params.reverse;
+        uint64_t up = pair_bytes_now(t, map[i], FLOW_C2S);
+        if (sends && (up != ent[i].bytes || pair_bytes_now(t, map[i], FLOW_S2C) != 0))
+            return -1;
+        if (!sends && up != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Maps stream entries to relays by byte counts, sending and receiving
+ * streams apart (see results_match_group).  Returns 0 with map[] set, or -1
+ * with *why. */
+static int results_map_by_bytes(const struct test *t, const struct i3_rstream *ent, int n,
+                                int *map, char *why, size_t whylen)
+{
+    int eg[2][I3_RESULTS_MAX_STREAMS], cg[2][I3_RESULTS_MAX_STREAMS];   /* [sender?][k] */
+    int ne[2] = { 0, 0 }, nc[2] = { 0, 0 };
+
+    for (int i = 0; i < n; i++) {
+        /* the client lists its streams in creation order: with --bidir P
+         * senders then P receivers, with -R receivers only */
+        bool sends = t->params.bidir ? i < t->params.parallel : !t->params.reverse;
+        eg[sends][ne[sends]++] = i;
+        uint64_t up = pair_bytes_now(t, i, FLOW_C2S), down = pair_bytes_now(t, i, FLOW_S2C);
+        if ((up > 0) == (down > 0)) {
+            snprintf(why, whylen, "data connection %d moved %s", i + 1,
+                     up > 0 ? "data both ways" : "no data");
+            return -1;
+        }
+        cg[up > 0][nc[up > 0]++] = i;
+    }
+    for (int g = 0; g < 2; g++) {
+        if (ne[g] != nc[g]) {
+            snprintf(why, whylen, "%d %s streams, %d connections carried data that way", ne[g],
+                     g ? "sending" : "receiving", nc[g]);
+            return -1;
+        }
+        if (results_match_group(t, ent, eg[g], cg[g], ne[g], g == 1, map, why, whylen) == -1)
+            return -1;
+    }
+    return 0;
+}
+
+/* The client's results JSON is complete: map each of its stream entries to
+ * the server stream it met.  Returns the number of ids that change (0: none),
+ * or -1 with *why. */
+static int results_map(struct test *t, char *why, size_t whylen)
+{
+    struct res_block *b = &t->res[FLOW_C2S];
+    struct i3_rstream ent[I3_RESULTS_MAX_STREAMS];
+    int map[I3_RESULTS_MAX_STREAMS], n;
+
+    n = i3_results_streams((const char *)b->buf + 4, b->len - 4, ent, I3_RESULTS_MAX_STREAMS,
+                           why, whylen);
+    if (n == -1)
+        return -1;
+    if (n != t->nrelays || n == 0) {
+        snprintf(why, whylen, "%d stream entries, %d data connections relayed", n, t->nrelays);
+        return -1;
+    }
+    bool seen[I3_RESULTS_MAX_STREAMS] = { false };
+    for (int i = 0; i < n; i++) {
+        int sl = t->pair_leg[i][SIDE_SERVER];
+        if (sl < 0 || sl >= n || seen[sl]) {
+            snprintf(why, whylen, "server connections not numbered 1..%d", n);
+            return -1;
+        }
+        seen[sl] = true;
+        if (t->pair_leg[i][SIDE_CLIENT] < 0 || t->pair_leg[i][SIDE_CLIENT] >= n) {
+            snprintf(why, whylen, "client connections not numbered 1..%d", n);
+            return -1;
+        }
+    }
+    t->res_by_order = results_map_by_order(t, ent, n, map) == 0;
+    if (!t->res_by_order && results_map_by_bytes(t, ent, n, map, why, whylen) == -1)
+        return -1;
+    /* Both ends number streams alike (1, 3, 4, ... in creation or accept
+     * order): the server's k-th stream has the id of the client's k-th entry. */
+    int moved = 0;
+    for (int i = 0; i < n; i++) {
+        t->res_cid[i] = ent[i].id;
+        t->res_sid[i] = ent[t->pair_leg[map[i]][SIDE_SERVER]].id;
+        moved += t->res_cid[i] != t->res_sid[i];
+    }
+    t->res_n = n;
+    return moved;
+}
+
+/* The held results block of direction d is complete. */
+static void results_finish(struct test *t, int d)
+{
+    char why[160];
+    if (t->res[d].len < 4) {
+        results_leave(t, d, "no JSON");
+        return;
+    }
+    if (d == FLOW_C2S) {
+        int moved = results_map(t, why, sizeof(why));
+        if (moved == -1) {
+            results_leave(t, d, why);
+            return;
+        }
+        if (moved == 0) {
+            t->res[d].state = RES_DONE;
+            relay_release(t->ctrl, d);
+            snprintf(t->res_note, sizeof(t->res_note), "%d streams matched by %s, ids as "
+                     "they were", t->res_n, t->res_by_order ? "accept order" : "bytes");
+            return;
+        }
+        if (results_replace(t, d, t->res_cid, t->res_sid, t->res_n, why, sizeof(why)) == -1) {
+            results_leave(t, d, why);
+            return;
+        }
+        snprintf(t->res_note, sizeof(t->res_note), "%d of %d stream ids renumbered (matched by "
+                 "%s; client's JSON)", moved, t->res_n, t->res_by_order ? "accept order" : "bytes");
+        log_info("test %s: per-stream results: %d of %d client streams met another server "
+                 "stream than their id says: ids renumbered both ways", t->id, moved, t->res_n);
+        results_hold(t, FLOW_S2C);   /* the server's results come next: the inverse */
+        return;
+    }
+    if (results_replace(t, d, t->res_sid, t->res_cid, t->res_n, why, sizeof(why)) == -1) {
+        results_leave(t, d, why);
+        return;
+    }
+    size_t l = strlen(t->res_note);
+    snprintf(t->res_note + l, sizeof(t->res_note) - l, " and back (server's)");
+}
+
+/* Called by ctrl_inspect for every event on direction d while a results
+ * block is held there; buf[0..end) is the chunk up to the event.  Returns
+ * nothing; the block is collected, finished, or left as it was. */
+static void results_on_event(struct test *t, int d, const struct i3_event *ev,
+                             const uint8_t *buf, size_t end)
+{
+    enum i3_json_kind want = d == FLOW_C2S ? I3_JSON_CLIENT_RESULTS : I3_JSON_SERVER_RESULTS;
+    if (ev->kind == I3_EV_NONE) {
+        if (results_collect(t, d, buf, end) == -1)
+            results_leave(t, d, "out of memory");
+        return;
+    }
+    if (ev->kind == I3_EV_JSON && ev->json_kind == want) {
+        if (results_collect(t, d, buf, end) == -1)
+            results_leave(t, d, "out of memory");
+        else
+            results_finish(t, d);
+        return;
+    }
+    results_leave(t, d, "another message came instead of the results");
 }
 
 /* ---------------------------------------------------------------- control */
@@ -722,28 +1414,35 @@ static void streams_done(struct test *t)
     log_info("test %s: test %s of the same host has its UDP streams: CREATE_STREAMS goes on",
              next->id, t->id);
     next->streams_held = false;
-    relay_hold(next->ctrl, FLOW_S2C, false);
+    relay_release(next->ctrl, FLOW_S2C);
 }
 
-static void on_server_state(struct test *t, int8_t st)
+/* A state byte from the server; at: its offset in the chunk the control
+ * relay is inspecting (SIZE_MAX: not inspecting, it cannot be held). */
+static void on_server_state(struct test *t, int8_t st, size_t at)
 {
     bool was_creating = creating_streams(t);
     t->server_state = st;
     switch (st) {
     case I3_CREATE_STREAMS: {
         struct test *u = udp_test(t) ? other_creating(t) : NULL;
-        if (u != NULL && t->ctrl != NULL) {
-            char who[ADDR_STR_MAX];
+        char who[ADDR_STR_MAX];
+        if (u != NULL && t->ctrl != NULL && at != SIZE_MAX &&
+            relay_hold(t->ctrl, FLOW_S2C, at, 0) == 0) {
             log_info("test %s: holding the server's CREATE_STREAMS until test %s of the same "
                      "host %s has created its UDP streams", t->id, u->id,
                      addr_s(&t->client, who));
             t->streams_held = true;
-            relay_hold(t->ctrl, FLOW_S2C, true);
+        } else if (u != NULL) {
+            log_warn("test %s: cannot hold the server's CREATE_STREAMS: its UDP streams and "
+                     "those of test %s (same host %s) may be mixed up", t->id, u->id,
+                     addr_s(&t->client, who));
         }
         break;
     }
     case I3_TEST_RUNNING:
         t->running = true;
+        t->running_at = ev_now(t->loop);
         if (hold_mode(t)) {
             ev_timer_set(&t->role_timer, t->svc->cfg.role_timeout, 0);
             ev_timer_start(t->loop, &t->role_timer);
@@ -752,6 +1451,12 @@ static void on_server_state(struct test *t, int8_t st)
         break;
     case I3_ACCESS_DENIED:
         t->denied = true;
+        break;
+    case I3_EXCHANGE_RESULTS:
+        /* the client's results JSON comes next (TCP: UDP streams are their own
+         * flows, numbered as the client created them) */
+        if (t->have_params && t->params.proto == I3_PROTO_TCP && t->nrelays > 0)
+            results_hold(t, FLOW_C2S);
         break;
     case I3_PARAM_EXCHANGE:
         /* servers up to 3.14 wait for the parameters on their main thread with
@@ -804,8 +1509,11 @@ static int ctrl_inspect(void *arg, int from, const uint8_t *buf, size_t len)
     t->in_inspect = true;
     while (off < len && rc == 0 && t->failure == NULL) {
         struct i3_event ev;
+        size_t start = off;
         size_t n = i3_ctrl_feed(&t->parser, dir, buf + off, len - off, &ev);
         off += n;
+        if (t->res[from].state == RES_COLLECT)
+            results_on_event(t, from, &ev, buf + start, n);
         switch (ev.kind) {
         case I3_EV_ERROR: {
             char who[ADDR_STR_MAX];
@@ -851,11 +1559,15 @@ static int ctrl_inspect(void *arg, int from, const uint8_t *buf, size_t len)
             break;
         case I3_EV_STATE:
             if (dir == I3_S2C)
-                on_server_state(t, ev.state);
-            else if (ev.state == I3_CLIENT_TERMINATE)
-                t->client_quit = true;
-            else if (ev.state == I3_TEST_END)
-                t->client_ended = true;
+                on_server_state(t, ev.state, off - 1);   /* off is past the state byte */
+            else if (ev.state == I3_TEST_END || ev.state == I3_CLIENT_TERMINATE) {
+                if (ev.state == I3_CLIENT_TERMINATE)
+                    t->client_quit = true;
+                else
+                    t->client_ended = true;
+                results_snapshot(t);
+                fence_begin(t, off - 1, ev.state);   /* off is past the state byte */
+            }
             break;
         case I3_EV_SERVER_ERROR:
             t->server_error = true;
@@ -1117,7 +1829,7 @@ static void ctrl_start_relay(struct test *t, uint8_t first)
     struct i3_event ev;
     i3_ctrl_feed(&t->parser, I3_S2C, &first, 1, &ev);
     if (ev.kind == I3_EV_STATE)
-        on_server_state(t, ev.state);
+        on_server_state(t, ev.state, SIZE_MAX);
     relay_start(t->ctrl);   /* may end (and free t) at once */
 }
 
@@ -1263,6 +1975,8 @@ static void test_new(struct service *svc, int fd, const struct sockaddr_storage 
     t->wait_timer.data = t;
     ev_init(&t->ask_io, ask_read_cb);
     ev_init(&t->client_io, client_wait_cb);
+    ev_init(&t->fence_timer, fence_timer_cb);
+    t->fence_timer.data = t;
     i3_ctrl_init(&t->parser, t->svc->cfg.params_max, t->svc->cfg.results_max);
     struct i3_event ev;
     i3_ctrl_feed(&t->parser, I3_C2S, cookie, I3_COOKIE_SIZE, &ev);   /* the cookie */
@@ -1286,12 +2000,12 @@ static void refuse_draining(int fd, const struct sockaddr_storage *peer)
 }
 
 void i3_accept(struct service *svc, int fd, const struct sockaddr_storage *peer,
-               const uint8_t cookie[I3_COOKIE_SIZE])
+               const uint8_t cookie[I3_COOKIE_SIZE], uint64_t accept_seq)
 {
     for (struct test *t = svc->tests; t; t = t->next) {
         if (!t->ctrl_done && t->failure == NULL && t->ctrl != NULL &&
             memcmp(t->cookie, cookie, I3_COOKIE_SIZE) == 0) {
-            data_new(t, fd, peer);
+            data_new(t, fd, peer, accept_seq);
             return;
         }
     }

@@ -6,11 +6,19 @@
  * pure parser in protocol/iperf3_ctrl.c to learn the parameters (mode,
  * stream count) and the server's state.
  *
- * Data: for each client data connection an upstream connection is opened at
- * once and the cookie forwarded (the server only takes data connections
- * while it is in CREATE_STREAMS, and servers up to 3.14 block on a stalled
- * cookie).  Outside --bidir every stream has the same role, so each client
- * connection is relayed to the upstream connection opened for it.
+ * Data: for each client data connection an upstream connection is opened and
+ * the cookie forwarded at once (the server only takes data connections while
+ * it is in CREATE_STREAMS, and servers up to 3.14 block on a stalled cookie),
+ * one at a time: the next is opened once the server acknowledged the
+ * previous cookie, so the server accepts them in the shim's order.  Outside
+ * --bidir every stream has the same role, so each client connection is
+ * relayed to the upstream connection opened for it.
+ *
+ * End of test (docs/accuracy.md): the client's TEST_END is held until the
+ * server has acknowledged (and had time to read) every data byte the client
+ * sent before it; the results JSON of both ends are held during
+ * EXCHANGE_RESULTS and their stream ids renumbered so that each stream's
+ * peer numbers are those of the stream it really exchanged data with.
  *
  * --bidir: the server gives its first P accepted connections the receiver
  * role and the next P the sender role (esnet/iperf #2029), so whenever the
@@ -38,9 +46,11 @@ struct service;
 
 /* Takes ownership of a client connection whose first bytes were a complete
  * iperf3 cookie: a new control connection (refused while svc drains), or a
- * data connection of a test in progress. */
+ * data connection of a test in progress.  accept_seq numbers connections in
+ * the order they were accepted (the kernel's order of completed handshakes),
+ * which may differ from the order their cookies arrived in. */
 void i3_accept(struct service *svc, int fd, const struct sockaddr_storage *peer,
-               const uint8_t cookie[I3_COOKIE_SIZE]);
+               const uint8_t cookie[I3_COOKIE_SIZE], uint64_t accept_seq);
 
 /* The server a new iperf3 UDP stream from client goes to: that of the test
  * of the same host whose server is creating streams (CREATE_STREAMS sent,

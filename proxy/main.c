@@ -36,6 +36,8 @@ static void usage(FILE *out)
 "  --idle-timeout S         close a test with no traffic for S, 0 = never (default 300)\n"
 "  --role-timeout S         --bidir: learn stream roles within S after the test starts,\n"
 "                           else pair in arrival order (default 5)\n"
+"  --fence-timeout S        iperf3: the client's TEST_END reaches the server only once the\n"
+"                           test's data did, waiting at most S; 0 = off (default 2)\n"
 "  --udp-linger S           a UDP flow (and its upstream port) stays open until quiet\n"
 "                           both ways for S, absorbing late server datagrams (default 10)\n"
 "  --max-flows N            UDP flows at once; datagrams of further clients are dropped\n"

@@ -3,12 +3,14 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/sockios.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 int net_parse_hostport(const char *s, struct sockaddr_storage *ss, socklen_t *len,
@@ -206,6 +208,22 @@ int net_sock_error(int fd)
     if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &l) == -1)
         return errno;
     return err;
+}
+
+long net_readable(int fd)
+{
+    int n = 0;
+    if (ioctl(fd, FIONREAD, &n) == -1)
+        return -1;
+    return n;
+}
+
+long net_unacked(int fd)
+{
+    int n = 0;
+    if (ioctl(fd, SIOCOUTQ, &n) == -1)
+        return -1;
+    return n;
 }
 
 void net_close_reset(int fd)

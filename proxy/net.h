@@ -32,6 +32,13 @@ int  net_sock_error(int fd);
 /* Sets O_NONBLOCK and FD_CLOEXEC. */
 int  net_nonblock(int fd);
 
+/* Bytes waiting to be read on a socket (FIONREAD).  Returns them, or -1. */
+long net_readable(int fd);
+
+/* Bytes in a TCP socket's send queue that the peer has not acknowledged yet,
+ * sent or not (SIOCOUTQ).  Returns them, or -1. */
+long net_unacked(int fd);
+
 /* Closes a TCP socket with RST instead of FIN (SO_LINGER 0). */
 void net_close_reset(int fd);
 

@@ -10,7 +10,7 @@
 
 enum opt_id {
     O_LISTEN, O_UPSTREAM, O_UPSTREAM2, O_PROTOCOL, O_NAME,
-    O_CONNECT, O_HANDSHAKE, O_IDLE, O_ROLE, O_LINGER,
+    O_CONNECT, O_HANDSHAKE, O_IDLE, O_ROLE, O_FENCE, O_LINGER,
     O_MAXFLOWS, O_PARAMS, O_RESULTS, O_UDPCONN, O_NOSPLICE,
     O_UP3VER, O_LOGLEVEL, O_LOGFORMAT, O_SYSLOG, O_DRAIN, O_METRICS, O_ALLOW, O_MAXTESTS, O_MAXDUR,
     O_QTIMEOUT, O_QMAX,
@@ -26,6 +26,7 @@ const struct opt_def shim_options[] = {
     { "handshake-timeout", "handshake_timeout", OPT_SERVICE, OPT_STRING, O_HANDSHAKE },
     { "idle-timeout",      "idle_timeout",      OPT_SERVICE, OPT_STRING, O_IDLE },
     { "role-timeout",      "role_timeout",      OPT_SERVICE, OPT_STRING, O_ROLE },
+    { "fence-timeout",     "fence_timeout",     OPT_SERVICE, OPT_STRING, O_FENCE },
     { "udp-linger",        "udp_linger",        OPT_SERVICE, OPT_STRING, O_LINGER },
     { "max-flows",         "max_flows",         OPT_SERVICE, OPT_STRING, O_MAXFLOWS },
     { "max-params",        "max_params",        OPT_SERVICE, OPT_STRING, O_PARAMS },
@@ -134,6 +135,7 @@ int opt_set(const struct opt_def *d, const char *v, struct shim_config *c,
     case O_HANDSHAKE: return parse_seconds(v, &s->handshake_timeout, why);
     case O_IDLE:      return parse_seconds(v, &s->idle_timeout, why);
     case O_ROLE:      return parse_seconds(v, &s->role_timeout, why);
+    case O_FENCE:     return parse_seconds(v, &s->fence_timeout, why);
     case O_LINGER:    return parse_seconds(v, &s->udp_linger, why);
     case O_DRAIN:     return parse_seconds(v, &c->drain_timeout, why);
     case O_MAXDUR:    return parse_seconds(v, &s->max_duration, why);
@@ -255,7 +257,7 @@ void shim_config_print(const struct shim_config *c, FILE *out)
         char l[ADDR_STR_MAX], u[POOL_LIST_STR_MAX], u2[POOL_LIST_STR_MAX];
         fprintf(out, "service %s: listen %s (TCP and UDP), protocol %s; iperf3 -> %s, "
                 "iperf2 -> %s; timeouts: connect %g s, handshake %g s, idle %g s, role %g s; "
-                "UDP linger %g s, max flows %d%s; max params %u, max results %u%s; "
+                "fence %g s; UDP linger %g s, max flows %d%s; max params %u, max results %u%s; "
                 "clients: %s%d network(s)%s, max tests per client %d, max duration %g s; "
                 "queue max %d, timeout %g s\n",
                 s->name, net_addr_str((const struct sockaddr *)&s->listen_addr, l, sizeof(l)),
@@ -263,7 +265,8 @@ void shim_config_print(const struct shim_config *c, FILE *out)
                 pool_list_str(&s->upstream, u, sizeof(u)),
                 pool_list_str(&s->upstream2, u2, sizeof(u2)),
                 s->connect_timeout, s->handshake_timeout, s->idle_timeout, s->role_timeout,
-                s->udp_linger, s->max_flows, s->udp_connected ? ", connected UDP sockets" : "",
+                s->fence_timeout, s->udp_linger, s->max_flows,
+                s->udp_connected ? ", connected UDP sockets" : "",
                 s->params_max, s->results_max, s->use_splice ? "" : "; splice off",
                 s->allow.n ? "" : "any (", s->allow.n, s->allow.n ? "" : ")",
                 s->max_tests_per_client, s->max_duration, s->queue_max, s->queue_timeout);

@@ -39,11 +39,47 @@ static bool flow_splicing(const struct flow *f)
     return f->pipe[0] >= 0;
 }
 
+/* End of the bytes that may be delivered now: the hold point, or buf_len. */
+static size_t flow_deliver_end(const struct flow *f)
+{
+    return f->held ? f->hold_at : f->buf_len;
+}
+
+/* Bytes that may be written to the destination now (held ones excluded). */
+static size_t flow_deliverable(const struct flow *f)
+{
+    return (flow_deliver_end(f) - f->buf_off) + f->in_pipe;
+}
+
+/* A held flow keeps room for reading: pending bytes move to the front of the
+ * buffer, and the buffer grows (doubling) up to the hold's cap.  At the cap,
+ * or out of memory, the flow has no room: backpressure. */
+static void flow_held_room(struct flow *f)
+{
+    if (!f->held || f->buf_len < f->buf_cap)
+        return;
+    if (f->buf_off > 0) {
+        memmove(f->buf, f->buf + f->buf_off, f->buf_len - f->buf_off);
+        f->hold_at -= f->buf_off;
+        f->buf_len -= f->buf_off;
+        f->buf_off = 0;
+        return;
+    }
+    if (f->buf_cap >= f->hold_cap)
+        return;
+    size_t want = f->buf_cap * 2 < f->hold_cap ? f->buf_cap * 2 : f->hold_cap;
+    uint8_t *nb = realloc(f->buf, want);
+    if (nb == NULL)
+        return;
+    f->buf = nb;
+    f->buf_cap = want;
+}
+
 /* Room for more bytes from the source, 0 when the flow is full. */
 static size_t flow_room(const struct flow *f)
 {
     if (flow_splicing(f))
-        return f->pipe_full ? 0 : f->pipe_cap - f->in_pipe;
+        return f->held || f->pipe_full ? 0 : f->pipe_cap - f->in_pipe;   /* held: nothing more is read */
     return f->buf_cap - f->buf_len;
 }
 
@@ -96,6 +132,7 @@ struct relay *relay_new(struct ev_loop *loop, int fd_client, int fd_server,
     r->fd[SIDE_SERVER] = fd_server;
     r->opts = *o;
     r->err_side = -1;
+    r->inspecting = -1;
     for (int d = 0; d < 2; d++)
         r->f[d].pipe[0] = r->f[d].pipe[1] = -1;
     for (int d = 0; d < 2; d++) {
@@ -165,6 +202,31 @@ static void relay_end(struct relay *r, enum relay_end how)
     r->opts.done(r->opts.arg, r, how);   /* may free r: nothing after this */
 }
 
+/* Ends the hold of flow f, putting f->repl in place of the first
+ * f->repl_drop held bytes.  Returns 0, or -1 (errno ENOMEM) if the buffer
+ * cannot grow. */
+static int flow_apply_replace(struct flow *f)
+{
+    size_t tail = f->buf_len - f->hold_at - f->repl_drop;   /* held bytes kept */
+    size_t need = f->hold_at + f->repl_len + tail;
+    if (need > f->buf_cap) {
+        uint8_t *nb = realloc(f->buf, need);
+        if (nb == NULL) {
+            errno = ENOMEM;
+            return -1;
+        }
+        f->buf = nb;
+        f->buf_cap = need;
+    }
+    memmove(f->buf + f->hold_at + f->repl_len, f->buf + f->hold_at + f->repl_drop, tail);
+    memcpy(f->buf + f->hold_at, f->repl, f->repl_len);
+    f->buf_len = need;
+    free(f->repl);
+    f->repl = NULL;
+    f->held = false;
+    return 0;
+}
+
 /* Result of moving bytes on a flow. */
 enum io_res { IO_OK = 0, IO_AGAIN, IO_EOF, IO_FAIL, IO_REJECT };
 
@@ -174,8 +236,9 @@ static enum io_res flow_write(struct relay *r, int d)
     struct flow *f = &r->f[d];
     int dst = r->fd[1 - d];
 
-    while (f->buf_off < f->buf_len) {
-        ssize_t n = send(dst, f->buf + f->buf_off, f->buf_len - f->buf_off, MSG_NOSIGNAL);
+    size_t end = flow_deliver_end(f);
+    while (f->buf_off < end) {
+        ssize_t n = send(dst, f->buf + f->buf_off, end - f->buf_off, MSG_NOSIGNAL);
         if (n > 0) {
             f->buf_off += (size_t)n;
             f->bytes += (uint64_t)n;
@@ -187,7 +250,10 @@ static enum io_res flow_write(struct relay *r, int d)
             return IO_AGAIN;
         return IO_FAIL;
     }
-    f->buf_off = f->buf_len = 0;
+    if (f->held)
+        flow_held_room(f);   /* only the held bytes are left: keep room to read */
+    else
+        f->buf_off = f->buf_len = 0;
     while (f->in_pipe > 0) {
         ssize_t n = splice(f->pipe[0], NULL, dst, NULL, f->in_pipe,
                            SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
@@ -234,11 +300,20 @@ static enum io_res flow_read(struct relay *r, int d)
             f->pipe_full = true;
     } else {
         n = read(src, f->buf + f->buf_len, f->buf_cap - f->buf_len);
-        if (n > 0 && r->opts.inspect != NULL &&
-            r->opts.inspect(r->opts.arg, d, f->buf + f->buf_len, (size_t)n) != 0)
-            return IO_REJECT;
-        if (n > 0)
+        if (n > 0 && r->opts.inspect != NULL) {
+            r->inspecting = d;
+            r->inspect_len = (size_t)n;
+            int rc = r->opts.inspect(r->opts.arg, d, f->buf + f->buf_len, (size_t)n);
+            r->inspecting = -1;
+            if (rc != 0)
+                return IO_REJECT;
+        }
+        if (n > 0) {
             f->buf_len += (size_t)n;
+            if (f->repl != NULL && flow_apply_replace(f) == -1)
+                return IO_FAIL;
+            flow_held_room(f);
+        }
         if (n == 0 && r->opts.inspect != NULL)
             r->opts.inspect(r->opts.arg, d, NULL, 0);   /* end of this direction */
     }
@@ -257,6 +332,7 @@ static enum io_res flow_read(struct relay *r, int d)
 /* Drops whatever flow d holds: its destination is gone. */
 static void flow_discard(struct flow *f)
 {
+    f->held = false;
     f->buf_off = f->buf_len = 0;
     while (f->in_pipe > 0) {
         ssize_t n = read(f->pipe[0], discard_buf, sizeof(discard_buf));
@@ -362,7 +438,7 @@ static void relay_rearm(struct relay *r)
         bool want_rd = (in->state == FLOW_OPEN && flow_room(in) > 0) ||
                        in->state == FLOW_DISCARD;
         bool want_wr = (out->state == FLOW_OPEN || out->state == FLOW_DRAIN) &&
-                       flow_pending(out) > 0 && !out->held;
+                       flow_deliverable(out) > 0;
         if (want_rd && !ev_is_active(&r->rd[s]))
             ev_io_start(r->loop, &r->rd[s]);
         else if (!want_rd && ev_is_active(&r->rd[s]))
@@ -379,8 +455,6 @@ static void relay_rearm(struct relay *r)
 static bool flow_push(struct relay *r, int d)
 {
     struct flow *f = &r->f[d];
-    if (f->held)
-        return true;
     if (f->state == FLOW_OPEN || f->state == FLOW_DRAIN) {
         if (flow_write(r, d) == IO_FAIL && !flow_dst_failed(r, d))
             return false;
@@ -488,14 +562,73 @@ void relay_start(struct relay *r)
     relay_rearm(r);
 }
 
-void relay_hold(struct relay *r, int flow, bool on)
+int relay_hold(struct relay *r, int flow, size_t at, size_t cap)
 {
-    r->f[flow].held = on;
-    if (r->started && !r->ended && !on) {
-        flow_maybe_shut(r, flow);   /* a FIN that came while held, nothing pending; an
-                                       error shows at the next write or read */
+    struct flow *f = &r->f[flow];
+    size_t avail = r->inspecting == flow ? r->inspect_len : 0;
+    if (f->held || at > avail || (flow_splicing(f) && at > 0))
+        return -1;
+    f->held = true;
+    f->hold_at = f->buf_len + at;   /* the inspected chunk sits at buf_len */
+    f->hold_cap = cap > f->buf_cap ? cap : f->buf_cap;
+    if (r->started && !r->ended)
         relay_rearm(r);
+    return 0;
+}
+
+void relay_release(struct relay *r, int flow)
+{
+    struct flow *f = &r->f[flow];
+    if (!f->held || r->ended)
+        return;
+    f->held = false;
+    /* from inside an inspect hook the chunk is not in buf_len yet: the caller
+     * re-arms after it; elsewhere the write watcher delivers from the loop */
+    if (r->started && r->inspecting < 0)
+        relay_rearm(r);
+}
+
+int relay_release_replace(struct relay *r, int flow, size_t drop, const void *repl, size_t len)
+{
+    struct flow *f = &r->f[flow];
+    bool inside = r->inspecting == flow;
+    size_t held = f->buf_len - f->hold_at + (inside ? r->inspect_len : 0);
+    if (!f->held || r->ended || flow_splicing(f) || f->repl != NULL || drop > held)
+        return -1;
+    f->repl = malloc(len > 0 ? len : 1);
+    if (f->repl == NULL)
+        return -1;
+    memcpy(f->repl, repl, len);
+    f->repl_len = len;
+    f->repl_drop = drop;
+    if (inside)
+        return 0;   /* applied once the chunk is in the buffer (flow_read) */
+    if (flow_apply_replace(f) == -1) {
+        free(f->repl);
+        f->repl = NULL;
+        return -1;
     }
+    if (r->started && r->inspecting < 0)
+        relay_rearm(r);
+    return 0;
+}
+
+/* A count from net_readable()/net_unacked(), 0 for a closed socket or an error. */
+static uint64_t queued(int fd, long (*count)(int))
+{
+    long n = fd >= 0 ? count(fd) : 0;
+    return n > 0 ? (uint64_t)n : 0;
+}
+
+uint64_t relay_unacked(const struct relay *r, int flow)
+{
+    const struct flow *f = &r->f[flow];
+    if (r->ended || f->state == FLOW_DISCARD)
+        return 0;
+    uint64_t n = queued(r->fd[1 - flow], net_unacked);   /* a FIN may be unacked too */
+    if (f->state == FLOW_OPEN)
+        n += queued(r->fd[flow], net_readable);
+    return n + flow_pending(f);
 }
 
 void relay_abort(struct relay *r, bool reset)
@@ -532,6 +665,7 @@ void relay_free(struct relay *r)
     for (int d = 0; d < 2; d++) {
         flow_close_pipe(&r->f[d]);
         free(r->f[d].buf);
+        free(r->f[d].repl);
     }
     free(r);
 }

@@ -15,6 +15,15 @@
  * only while its flow has pending bytes and the last write hit EAGAIN; the
  * watcher masks are recomputed after every event.
  *
+ * Holding: the owner may hold a flow from a given byte on (relay_hold(),
+ * typically from its inspect hook): the bytes before it are delivered, the
+ * held ones are kept (in copy mode reading goes on into a buffer bounded by
+ * the hold's cap, then backpressure; in splice mode nothing more is read) and
+ * a FIN read meanwhile is passed on only after them.  relay_release()
+ * delivers them.  The iperf3 session uses it to keep the client's TEST_END
+ * back until the test's data is delivered, and to stop taking the server's
+ * data meanwhile.
+ *
  * Closing rules: FIN is propagated as a half-close, the other direction
  * keeps flowing; the relay ends when both flows are SHUT.  A reset from a
  * side that had finished sending ends only the flow toward it: everything it
@@ -99,8 +108,14 @@ struct flow {
     size_t    buf_len;       /* end of pending bytes in buf */
     uint64_t  bytes;         /* bytes delivered to dst */
     bool      wr_blocked;    /* last write to dst hit EAGAIN: watch for writability */
-    bool      held;          /* relay_hold(): bytes are kept, nothing is written to dst */
     ev_tstamp last_in;       /* when bytes were last read from src (0: never) */
+    bool      held;          /* bytes from hold_at on wait for relay_release() */
+    size_t    hold_at;       /* index in buf of the first held byte */
+    size_t    hold_cap;      /* buf may grow up to this many bytes while held */
+    uint8_t  *repl;          /* replacement for the first repl_drop held bytes, applied
+                                once the inspected chunk is in buf (relay_release_replace) */
+    size_t    repl_len;      /* bytes in repl */
+    size_t    repl_drop;     /* held bytes it replaces */
 };
 
 struct relay {
@@ -119,6 +134,8 @@ struct relay {
     bool       reset_absorbed;   /* err_side reset after it had finished sending; the
                                     other side got everything and a FIN */
     void      *owner;            /* free for the owner's use */
+    int        inspecting;       /* flow whose inspect hook is running, -1 if none */
+    size_t     inspect_len;      /* length of the chunk being inspected */
 };
 
 /* Creates a relay that owns fd_client and fd_server from now on (both
@@ -130,15 +147,37 @@ struct relay *relay_new(struct ev_loop *loop, int fd_client, int fd_server,
  * Only before relay_start().  Returns 0, or -1 if out of memory. */
 int  relay_preload(struct relay *r, int flow, const void *buf, size_t len);
 
+/* Holds flow `flow`: nothing from the hold point on is delivered until
+ * relay_release().  Called from inside the inspect hook of that flow, `at` is
+ * an offset in the chunk being inspected (the hold starts with that byte);
+ * called elsewhere, `at` must be 0 and the hold starts with the next byte
+ * read.  Copy mode: held bytes plus what is read after them may fill the
+ * buffer up to `cap` bytes (at least the copy buffer's size), then the source
+ * is no longer read.  Splice mode: `at` must be 0, the source is not read
+ * while held (what is in the pipe is delivered).  Returns 0, or -1 (already
+ * held, or `at` not allowed) and nothing is held. */
+int  relay_hold(struct relay *r, int flow, size_t at, size_t cap);
+
+/* Ends a hold: the held bytes are delivered next (from the event loop, never
+ * from inside this call), then what follows, then a FIN read meanwhile.
+ * No-op if the flow is not held or the relay has ended. */
+void relay_release(struct relay *r, int flow);
+
+/* Ends a hold like relay_release(), delivering `len` bytes of `repl` (copied)
+ * in place of the first `drop` held bytes.  From inside the inspect hook of
+ * that flow the held bytes include the whole chunk being inspected.  Copy mode
+ * only.  Returns 0, or -1 (not held, fewer than `drop` bytes held, splice
+ * mode, out of memory) and the hold stays as it was. */
+int  relay_release_replace(struct relay *r, int flow, size_t drop, const void *repl, size_t len);
+
+/* Bytes of flow `flow` that its destination has not acknowledged yet: still
+ * readable on the source socket, in the relay (pipe, buffer, held), and in the
+ * destination socket's send queue (sent or not, unacknowledged).  0 once the
+ * flow is finished.  Reads socket state (FIONREAD, SIOCOUTQ), moves nothing. */
+uint64_t relay_unacked(const struct relay *r, int flow);
+
 /* Starts moving bytes. */
 void relay_start(struct relay *r);
-
-/* Holds (on) or releases (off) flow `flow`: while held, what it reads is
- * kept (up to its buffer, then its source is no longer read) and nothing
- * is written to its destination.  May be called from the inspect hook: the
- * bytes being inspected are held too.  Releasing only re-arms the watchers;
- * the bytes move from the loop. */
-void relay_hold(struct relay *r, int flow, bool on);
 
 /* Ends the relay now: both sockets closed (with RST when reset is true), done
  * called with RELAY_END_ABORTED.  No-op if it has ended. */

@@ -18,6 +18,7 @@ void service_config_defaults(struct service_config *c)
     c->handshake_timeout = 10.0;
     c->idle_timeout      = 300.0;
     c->role_timeout      = 5.0;
+    c->fence_timeout     = 2.0;
     c->params_max        = I3_PARAMS_MAX_DEFAULT;
     c->results_max       = I3_RESULTS_MAX_DEFAULT;
     c->udp_linger        = 10.0;

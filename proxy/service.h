@@ -45,6 +45,7 @@ struct service_config {
     double   handshake_timeout;  /* s: a new client connection must send its cookie/header */
     double   idle_timeout;       /* s: a relay with no traffic either way is closed (0: never) */
     double   role_timeout;       /* s: after TEST_RUNNING, bidir roles must be learned */
+    double   fence_timeout;      /* s: iperf3 TEST_END waits at most this for the data (0: off) */
     uint32_t params_max;         /* bytes: longest iperf3 parameters JSON accepted */
     uint32_t results_max;        /* bytes: longest iperf3 results JSON accepted */
     int      upstream3_major;    /* --upstream-iperf3-version: the server's iperf3 version, */

@@ -10,8 +10,8 @@
 # end.sum_sent_bidir_reverse / end.sum_received_bidir_reverse), bounded difference,
 # every stream received > 0 bytes on timed tests, exact sent bytes for -n / -k
 # (see it_iperf3_check in lib.sh), and per stream receiver <= sender (iperf3
-# matches the two ends' streams by id, so this also checks that the shim kept the
-# client's stream order; reported only, not enforced, for --bidir).  Exact equality sent == received does NOT hold
+# matches the two ends' streams by id, so this also checks that the stream ids
+# the shim passes on pair the right streams; --bidir included).  Exact equality sent == received does NOT hold
 # for TCP on direct 3.12 runs: the server stops reading at TEST_END, so bytes still
 # in socket buffers are counted by the sender only (measured up to ~12% on -t 1).
 # With -O the two ends restart their counters at different moments and the receiver
@@ -112,10 +112,11 @@ run() {
     if [ $rc -ne 0 ]; then
         echo "FAIL [$label]: iperf3 exit $rc: $(it_iperf3_error "$out") $(tail -n 2 "$out.err")"; ok=0
     fi
-    # per-stream receiver <= sender holds directly; through the shim it is enforced for
-    # one-way tests (nothing forces the shim to change the order of data connections)
-    # and only reported for --bidir (role re-pairing matches other connections by id)
-    [ "$IT_DIRECT" != 1 ] && [ "$mode" = bidir ] && checkopts+=(--per-stream-note)
+    # Per stream, receiver <= sender for every mode, --bidir included: through the
+    # shim the results' stream ids are renumbered to the streams that really met.
+    # (Totals against direct, in the same run: t_iperf3_accuracy.sh; at -t 1 the
+    # server's unread receive queue at TEST_END makes absolute bounds flaky, directly
+    # as well: -n 10M -P 4 direct gave received/sent 0.0 to 1.0.)
     local res; res=$(it_iperf3_check "$out" --mode "$mode" -P "$P" "${checkopts[@]}") || ok=0
     echo "[$label] iperf3 -c $host -p $port -P $P ${modeargs[*]} $*: $res"
     if [ "$IT_DIRECT" != 1 ]; then

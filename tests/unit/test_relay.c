@@ -544,42 +544,6 @@ static void preload__only_preloaded_then_fins__delivered_and_closed(void **state
     exchange_exact(fx, 0, 0);
 }
 
-/* ---- holding a flow (relay_hold) ---------------------------------------------- */
-
-/* Inspect hook that holds the server-to-client flow at the server's first bytes. */
-static int hold_inspect(void *arg, int from, const uint8_t *buf, size_t len)
-{
-    struct fx *fx = arg;
-    (void)buf;
-    if (from == SIDE_SERVER && len > 0 && fx->inspected[SIDE_SERVER] == 0)
-        relay_hold(fx->r, FLOW_S2C, true);
-    fx->inspected[from] += len;
-    return 0;
-}
-
-/* Held from inside the inspect hook: the bytes inspected and everything
- * after, the server's FIN too, wait; the other way flows; the relay sleeps.
- * Released: all of it arrives, then the FIN. */
-static void hold__from_inspect__nothing_delivered_until_released(void **state)
-{
-    struct fx *fx = *state;
-    fx->o.inspect = hold_inspect;
-    fx_open(fx, PAIR_UNIX, false);
-    fx_start(fx);
-    peer_send(SRV(fx), 5000, true);
-    peer_send(CLI(fx), 3000, false);
-    RUN_UNTIL(fx, SRV(fx)->rx_len == 3000 && fx->inspected[SIDE_SERVER] == 5000 &&
-                  live(fx)->f[FLOW_S2C].state == FLOW_DRAIN);
-    assert_relay_asleep(fx);
-    assert_int_equal(CLI(fx)->rx_len, 0);
-    assert_false(CLI(fx)->rx_eof);
-    relay_hold(live(fx), FLOW_S2C, false);
-    RUN_UNTIL(fx, CLI(fx)->rx_eof);
-    assert_int_equal(CLI(fx)->rx_len, 5000);
-    assert_int_equal(CLI(fx)->rx_bad, -1);
-    exchange_exact(fx, 0, 0);
-}
-
 /* ---- half-close ----------------------------------------------------------- */
 
 /* Side `fin` sends and FINs first; the other side sees the bytes and EOF,
@@ -1399,7 +1363,6 @@ int main(void)
         T(preload__splice__preloaded_bytes_first_then_stream),
         T(preload__copy__preloaded_bytes_first_then_stream),
         T(preload__only_preloaded_then_fins__delivered_and_closed),
-        T(hold__from_inspect__nothing_delivered_until_released),
         T(halfclose__client_fin__server_sees_eof_other_way_flows),
         T(halfclose__client_fin_copy__server_sees_eof_other_way_flows),
         T(halfclose__server_fin__client_sees_eof_other_way_flows),
