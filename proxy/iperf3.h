@@ -5,6 +5,13 @@
  * Control: relayed unchanged in copy mode; every byte is observed by the
  * pure parser in protocol/iperf3_ctrl.c to learn the parameters (mode,
  * stream count) and the server's state.
+ * Before that, the test is offered to a free server of the service's pool
+ * (proxy/pool.h): connect, cookie, the server's first byte; ACCESS_DENIED
+ * moves on to the next free server, and with none free the client waits in
+ * the pool's queue (--queue-timeout, --queue-max).  Every data connection
+ * and UDP stream of the test then goes to the server that took it; the
+ * server's CREATE_STREAMS of a UDP test is held back while another UDP test
+ * of the same host creates its streams (they carry no cookie).
  *
  * Data: for each client data connection an upstream connection is opened and
  * the cookie forwarded at once (the server only takes data connections while
