@@ -56,6 +56,8 @@ static int apply(const config_setting_t *st, enum opt_scope scope, struct shim_c
             return -1;
         return opt_set(d, text, c, s, why);
     }
+    if (config_setting_type(st) == CONFIG_TYPE_STRING)   /* a list of one */
+        return opt_set(d, config_setting_get_string(st), c, s, why);
     if (!config_setting_is_aggregate(st)) {
         *why = "expected a list of strings: [ \"10.0.0.0/8\", \"2001:db8::/32\" ]";
         return -1;

@@ -78,6 +78,8 @@ struct sess {
     uint64_t          bytes[2];      /* main connection: client->server, server->client */
     uint64_t          back_bytes[2]; /* connect-backs: server->client, client->server */
     struct end_reason end;           /* why it ended, if not normally */
+    bool              member_held;   /* counted in the load of its pool member */
+    int               tries;         /* servers tried (a failed connect tries the next) */
     int               busy;          /* > 0 while in a callback chain: defer freeing */
 };
 
@@ -174,6 +176,8 @@ static void sess_maybe_free(struct sess *s)
         }
     }
     s->svc->nsessions--;
+    if (s->member_held)
+        pool_release_iperf2(&s->svc->pool2, &s->server);
     free(s->first);
     free(s);
 }
@@ -448,15 +452,55 @@ static void main_done(void *arg, struct relay *r, enum relay_end how)
     sess_maybe_free(s);
 }
 
+static void main_connected(void *arg, int ufd, int err);
+
+/* Connects to the least-loaded server of the pool.  Returns 0, or -1 with
+ * the session closed (every server down, or no socket). */
+static int sess_connect(struct sess *s)
+{
+    struct pool *p = &s->svc->pool2;
+    if (s->member_held) {
+        pool_release_iperf2(p, &s->server);
+        s->member_held = false;
+    }
+    int i = pool_pick_iperf2(p);
+    if (i < 0) {
+        sess_close(s, END_CONNECT_FAILED, EHOSTUNREACH, "every iperf2 server is down");
+        return -1;
+    }
+    s->member_held = true;
+    s->tries++;
+    s->server = p->m[i].addr;
+    s->server_len = p->m[i].len;
+    if (connector_start(&s->conn, s->loop, &s->server, s->server_len,
+                        NULL, s->svc->cfg.connect_timeout, main_connected, s) == -1) {
+        sess_close(s, END_RESOURCES, errno, "no socket for the server connection");
+        return -1;
+    }
+    return 0;
+}
+
 static void main_connected(void *arg, int ufd, int err)
 {
     struct sess *s = arg;
-    char c[ADDR_STR_MAX];
+    char c[ADDR_STR_MAX], u[ADDR_STR_MAX];
+    struct pool *p = &s->svc->pool2;
+    int i = pool_find(p, &s->server);
 
     if (ufd < 0) {
+        if (i >= 0 && err != EMFILE && err != ENFILE && err != ENOBUFS)
+            pool_member_failed(p, i, false, strerror(err));
+        if (s->tries < p->n) {   /* another server may take it */
+            log_info("iperf2 test from %s: server %s failed (%s), trying another",
+                     addr_s(&s->client, c), addr_s(&s->server, u), strerror(err));
+            sess_connect(s);
+            return;
+        }
         sess_close(s, END_CONNECT_FAILED, err, NULL);
         return;
     }
+    if (i >= 0)
+        pool_member_ok(p, i);
     if (s->hdr.connect_back && listener_open(s, ufd) == -1) {
         close(ufd);
         sess_close(s, END_RESOURCES, errno, "cannot open a connect-back port");
@@ -500,6 +544,18 @@ void i2_accept(struct service *svc, int fd, const struct sockaddr_storage *peer,
         close(fd);
         return;
     }
+    if (svc->cfg.max_tests_per_client > 0) {
+        int mine = 0;
+        for (const struct sess *o = svc->sessions; o; o = o->next)
+            mine += pool_addr_same(&o->client, peer, false);
+        if (mine >= svc->cfg.max_tests_per_client) {
+            log_info("refusing iperf2 client %s: it already runs %d test(s) "
+                     "(--max-tests-per-client %d)", addr_s(peer, c), mine,
+                     svc->cfg.max_tests_per_client);
+            close(fd);
+            return;
+        }
+    }
     struct sess *s = calloc(1, sizeof(*s));
     if (s == NULL || (s->first = malloc(n)) == NULL) {
         free(s);
@@ -532,11 +588,7 @@ void i2_accept(struct service *svc, int fd, const struct sockaddr_storage *peer,
     log_debug("iperf2 %s test from %s (iperf %s)", i2_mode_name(s->hdr.mode), addr_s(peer, c),
               ver);
     s->state = SESS_CONNECTING;
-    s->server = svc->cfg.upstream2_addr;
-    s->server_len = svc->cfg.upstream2_len;
-    if (connector_start(&s->conn, s->loop, &s->server, s->server_len,
-                        NULL, svc->cfg.connect_timeout, main_connected, s) == -1)
-        sess_close(s, END_RESOURCES, errno, "no socket for the server connection");
+    sess_connect(s);
 }
 
 void i2_close_all(struct service *svc)

@@ -5,6 +5,13 @@
  * Control: relayed unchanged in copy mode; every byte is observed by the
  * pure parser in protocol/iperf3_ctrl.c to learn the parameters (mode,
  * stream count) and the server's state.
+ * Before that, the test is offered to a free server of the service's pool
+ * (proxy/pool.h): connect, cookie, the server's first byte; ACCESS_DENIED
+ * moves on to the next free server, and with none free the client waits in
+ * the pool's queue (--queue-timeout, --queue-max).  Every data connection
+ * and UDP stream of the test then goes to the server that took it; the
+ * server's CREATE_STREAMS of a UDP test is held back while another UDP test
+ * of the same host creates its streams (they carry no cookie).
  *
  * Data: for each client data connection an upstream connection is opened and
  * the cookie forwarded at once (the server only takes data connections while
@@ -51,6 +58,13 @@ struct service;
  * which may differ from the order their cookies arrived in. */
 void i3_accept(struct service *svc, int fd, const struct sockaddr_storage *peer,
                const uint8_t cookie[I3_COOKIE_SIZE], uint64_t accept_seq);
+
+/* The server a new iperf3 UDP stream from client goes to: that of the test
+ * of the same host whose server is creating streams (CREATE_STREAMS sent,
+ * TEST_START not yet); failing that, of its latest UDP test still running.
+ * Returns 0 with *server and *len set, or -1 if the host has no UDP test. */
+int  i3_udp_server(const struct service *svc, const struct sockaddr_storage *client,
+                   struct sockaddr_storage *server, socklen_t *len);
 
 /* Closes every test of svc at once (shutdown). */
 void i3_close_all(struct service *svc);

@@ -21,6 +21,7 @@
 #include "proxy/iperf3.h"
 #include "proxy/log.h"
 #include "proxy/net.h"
+#include "proxy/pool.h"
 #include "proxy/relay.h"
 #include "proxy/service.h"
 
@@ -29,6 +30,7 @@
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stddef.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,6 +59,25 @@ enum fence_state {
     FENCE_HOLDING,      /* TEST_END held, data being flushed */
     FENCE_DONE,         /* everything acknowledged; TEST_END passed on */
     FENCE_TIMED_OUT,    /* --fence-timeout hit; TEST_END passed on anyway */
+};
+
+/* Where a test's control connection is.  A server of the pool is asked
+ * first (connect, cookie, its first byte); ACCESS_DENIED or a failure
+ * moves on to the next free one; with none free the client waits:
+ *
+ *   CONNECTING ──connected, cookie sent──> ASKING ──PARAM_EXCHANGE──> RELAYING ──> DONE
+ *       ^   └──failed──┐          └──ACCESS_DENIED / no answer──┐
+ *       └──────────────┴──── next free server <─────────────────┘
+ *                             none free: QUEUED ──woken──> (next free server)
+ *                                           └──timeout / full / client left──> DONE
+ * (While it is before RELAYING, the test is TEST_CONNECTING.)
+ */
+enum ctrl_phase {
+    CTRL_CONNECTING = 0,  /* connecting to a pool member */
+    CTRL_ASKING,          /* cookie sent, waiting for the member's first byte */
+    CTRL_QUEUED,          /* every member busy: waiting in the pool's queue */
+    CTRL_RELAYING,        /* the control relay runs */
+    CTRL_DONE,            /* control connection finished */
 };
 
 /* Where a test is.  Data connections and their relays live beside the
@@ -116,6 +137,21 @@ struct test {
     socklen_t         server_len;         /* its length */
     int               cfd;                /* client control fd until its relay exists */
     struct connector  ctrl_conn;          /* upstream control connect */
+    enum ctrl_phase   phase;              /* see enum ctrl_phase */
+    int               ufd;                /* CTRL_ASKING: the member's connection, else -1 */
+    ev_io             ask_io;             /* CTRL_ASKING: the member's first byte */
+    ev_timer          wait_timer;         /* CTRL_ASKING: answer bound; QUEUED: --queue-timeout */
+    ev_io             client_io;          /* CTRL_QUEUED: notices the client leaving */
+    struct pool_waiter waiter;            /* CTRL_QUEUED: place in the queue (since: 0 never) */
+    uint64_t          tried;              /* members asked since the last queuing (bit i) */
+    int               last_err;           /* errno of the last failed connect to a member */
+    bool              forced;             /* no queue: sent to a busy member, its answer stands */
+    bool              last_denied;        /* the last member asked answered ACCESS_DENIED */
+    bool              streams_held;       /* UDP: the server's CREATE_STREAMS is held back
+                                             while another UDP test of the host creates its
+                                             streams (they carry no cookie) */
+    bool              member_held;        /* counted in its member's tests (pool3) */
+    double            queued_for;         /* s: time spent in the queue before a member took it */
     enum test_state   state;              /* see enum test_state */
     struct relay     *ctrl;               /* control relay, NULL before/after */
     enum relay_end    ctrl_end;           /* how it finished */

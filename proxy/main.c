@@ -24,9 +24,11 @@ static void usage(FILE *out)
 "\n"
 "  --listen ADDR:PORT       where clients connect: 0.0.0.0:5201, [::]:5201 (dual-stack),\n"
 "                           [2001:db8::1]:5201, :5201 (dual-stack wildcard)\n"
-"  --upstream HOST:PORT     the iperf server behind the shim\n"
+"  --upstream HOST:PORT     the iperf server behind the shim; repeat it for a pool of\n"
+"                           servers (each iperf3 test goes to a free one, see pool.md)\n"
 "  --upstream-iperf2 HOST:PORT\n"
 "                           where iperf2 clients go, when not the same as --upstream\n"
+"                           (repeatable: the least-loaded one is used)\n"
 "  --protocol P             auto (default: iperf3 and iperf2 on one port), iperf3, iperf2\n"
 "  --name NAME              the service's name in logs (default: the listen address)\n"
 "  --connect-timeout S      upstream TCP connect timeout (default 5)\n"
@@ -53,6 +55,9 @@ static void usage(FILE *out)
 "                           default: everyone), e.g. 10.0.0.0/8, 2001:db8::/32\n"
 "  --max-tests-per-client N tests at once from one client address (default 0: no limit)\n"
 "  --max-duration S         refuse iperf3 tests longer than S (-t; default 0: no limit)\n"
+"  --queue-timeout S        an iperf3 client waits at most S for a free server, then gets\n"
+"                           the server's refusal, \"busy\" (default 60)\n"
+"  --queue-max N            iperf3 clients waiting at once; 0: no queue (default 256)\n"
 "  --drain-timeout S        on SIGTERM/SIGINT, let running tests and UDP flows finish for\n"
 "                           at most S before exiting (default 60); a second signal exits\n"
 "  --log-level LEVEL        error, warn, info (default) or debug\n"
@@ -177,7 +182,7 @@ int main(int argc, char **argv)
         int bad;
         cfg.services[0] = cli;
         cfg.nservices = 1;
-        if (cli.listen_len == 0 || cli.upstream_len == 0) {
+        if (cli.listen_len == 0 || cli.upstream.n == 0) {
             usage(stderr);
             return 2;
         }

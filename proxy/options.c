@@ -13,12 +13,13 @@ enum opt_id {
     O_CONNECT, O_HANDSHAKE, O_IDLE, O_ROLE, O_FENCE, O_LINGER,
     O_MAXFLOWS, O_PARAMS, O_RESULTS, O_UDPCONN, O_NOSPLICE,
     O_UP3VER, O_LOGLEVEL, O_LOGFORMAT, O_SYSLOG, O_DRAIN, O_METRICS, O_ALLOW, O_MAXTESTS, O_MAXDUR,
+    O_QTIMEOUT, O_QMAX,
 };
 
 const struct opt_def shim_options[] = {
     { "listen",            "listen",            OPT_SERVICE, OPT_STRING, O_LISTEN },
-    { "upstream",          "upstream",          OPT_SERVICE, OPT_STRING, O_UPSTREAM },
-    { "upstream-iperf2",   "upstream_iperf2",   OPT_SERVICE, OPT_STRING, O_UPSTREAM2 },
+    { "upstream",          "upstream",          OPT_SERVICE, OPT_LIST,   O_UPSTREAM },
+    { "upstream-iperf2",   "upstream_iperf2",   OPT_SERVICE, OPT_LIST,   O_UPSTREAM2 },
     { "protocol",          "protocol",          OPT_SERVICE, OPT_STRING, O_PROTOCOL },
     { "name",              "name",              OPT_SERVICE, OPT_STRING, O_NAME },
     { "connect-timeout",   "connect_timeout",   OPT_SERVICE, OPT_STRING, O_CONNECT },
@@ -36,6 +37,8 @@ const struct opt_def shim_options[] = {
     { "allow",             "allow",             OPT_SERVICE, OPT_LIST,   O_ALLOW },
     { "max-tests-per-client", "max_tests_per_client", OPT_SERVICE, OPT_STRING, O_MAXTESTS },
     { "max-duration",      "max_duration",      OPT_SERVICE, OPT_STRING, O_MAXDUR },
+    { "queue-timeout",     "queue_timeout",     OPT_SERVICE, OPT_STRING, O_QTIMEOUT },
+    { "queue-max",         "queue_max",         OPT_SERVICE, OPT_STRING, O_QMAX },
     { "log-level",         "log_level",         OPT_GLOBAL,  OPT_STRING, O_LOGLEVEL },
     { "log-format",        "log_format",        OPT_GLOBAL,  OPT_STRING, O_LOGFORMAT },
     { "syslog",            "syslog",            OPT_GLOBAL,  OPT_FLAG,   O_SYSLOG },
@@ -108,9 +111,9 @@ int opt_set(const struct opt_def *d, const char *v, struct shim_config *c,
     case O_METRICS:
         return net_parse_hostport(v, &c->metrics_addr, &c->metrics_len, why);
     case O_UPSTREAM:
-        return net_parse_hostport(v, &s->upstream_addr, &s->upstream_len, why);
+        return pool_list_add(&s->upstream, v, why);
     case O_UPSTREAM2:
-        return net_parse_hostport(v, &s->upstream2_addr, &s->upstream2_len, why);
+        return pool_list_add(&s->upstream2, v, why);
     case O_PROTOCOL:
         if (strcmp(v, "auto") == 0)
             s->protocol = PROTO_AUTO;
@@ -136,6 +139,12 @@ int opt_set(const struct opt_def *d, const char *v, struct shim_config *c,
     case O_LINGER:    return parse_seconds(v, &s->udp_linger, why);
     case O_DRAIN:     return parse_seconds(v, &c->drain_timeout, why);
     case O_MAXDUR:    return parse_seconds(v, &s->max_duration, why);
+    case O_QTIMEOUT:  return parse_seconds(v, &s->queue_timeout, why);
+    case O_QMAX:
+        bad = parse_uint(v, 0, 100000, &n);
+        s->queue_max = (int)n;
+        *why = "expected a whole number from 0 (no queue) to 100000";
+        break;
     case O_ALLOW:     return acl_add(&s->allow, v, why);
     case O_MAXTESTS:
         bad = parse_uint(v, 0, 100000, &n);
@@ -205,14 +214,12 @@ int shim_config_finish(struct shim_config *c, int *svc, const char **why)
             *why = "a service needs a listen address";
             return -1;
         }
-        if (s->upstream_len == 0) {
+        if (s->upstream.n == 0) {
             *why = "a service needs an upstream server";
             return -1;
         }
-        if (s->upstream2_len == 0) {
-            s->upstream2_addr = s->upstream_addr;
-            s->upstream2_len = s->upstream_len;
-        }
+        if (s->upstream2.n == 0)
+            s->upstream2 = s->upstream;
         if (s->connect_timeout <= 0 || s->handshake_timeout <= 0 || s->role_timeout <= 0 ||
             s->udp_linger <= 0) {
             *why = "connect, handshake and role timeouts and the UDP linger must be > 0";
@@ -247,19 +254,21 @@ void shim_config_print(const struct shim_config *c, FILE *out)
             c->log_syslog ? " and syslog" : "", c->drain_timeout, m, c->nservices);
     for (int i = 0; i < c->nservices; i++) {
         const struct service_config *s = &c->services[i];
-        char l[ADDR_STR_MAX], u[ADDR_STR_MAX], u2[ADDR_STR_MAX];
+        char l[ADDR_STR_MAX], u[POOL_LIST_STR_MAX], u2[POOL_LIST_STR_MAX];
         fprintf(out, "service %s: listen %s (TCP and UDP), protocol %s; iperf3 -> %s, "
                 "iperf2 -> %s; timeouts: connect %g s, handshake %g s, idle %g s, role %g s; "
                 "fence %g s; UDP linger %g s, max flows %d%s; max params %u, max results %u%s; "
-                "clients: %s%d network(s)%s, max tests per client %d, max duration %g s\n",
+                "clients: %s%d network(s)%s, max tests per client %d, max duration %g s; "
+                "queue max %d, timeout %g s\n",
                 s->name, net_addr_str((const struct sockaddr *)&s->listen_addr, l, sizeof(l)),
                 proto[s->protocol],
-                net_addr_str((const struct sockaddr *)&s->upstream_addr, u, sizeof(u)),
-                net_addr_str((const struct sockaddr *)&s->upstream2_addr, u2, sizeof(u2)),
+                pool_list_str(&s->upstream, u, sizeof(u)),
+                pool_list_str(&s->upstream2, u2, sizeof(u2)),
                 s->connect_timeout, s->handshake_timeout, s->idle_timeout, s->role_timeout,
-                s->fence_timeout, s->udp_linger, s->max_flows, s->udp_connected ? ", connected UDP sockets" : "",
+                s->fence_timeout, s->udp_linger, s->max_flows,
+                s->udp_connected ? ", connected UDP sockets" : "",
                 s->params_max, s->results_max, s->use_splice ? "" : "; splice off",
                 s->allow.n ? "" : "any (", s->allow.n, s->allow.n ? "" : ")",
-                s->max_tests_per_client, s->max_duration);
+                s->max_tests_per_client, s->max_duration, s->queue_max, s->queue_timeout);
     }
 }

@@ -43,7 +43,7 @@ static const char *listen_str(const struct service *svc, char *buf)
 /* Starts a service of cfg and adds it to the list.  Returns 0, or -1 (logged). */
 static int add_service(const struct service_config *cfg)
 {
-    char l[ADDR_STR_MAX], u[ADDR_STR_MAX], u2[ADDR_STR_MAX];
+    char l[ADDR_STR_MAX], u[POOL_LIST_STR_MAX], u2[POOL_LIST_STR_MAX];
     const char *what;
     struct service *svc = malloc(sizeof(*svc));
     if (svc == NULL) {
@@ -61,8 +61,8 @@ static int add_service(const struct service_config *cfg)
     P.services = svc;
     log_info("service %s: listening on %s (TCP and UDP), relaying iperf3 to %s, iperf2 to %s%s",
              cfg->name, listen_str(svc, l),
-             net_addr_str((const struct sockaddr *)&cfg->upstream_addr, u, sizeof(u)),
-             net_addr_str((const struct sockaddr *)&cfg->upstream2_addr, u2, sizeof(u2)),
+             pool_list_str(&cfg->upstream, u, sizeof(u)),
+             pool_list_str(&cfg->upstream2, u2, sizeof(u2)),
              cfg->use_splice ? "" : " (splice off)");
     return 0;
 }
@@ -199,6 +199,7 @@ static void on_reload_signal(struct ev_loop *loop, ev_signal *w, int revents)
         svc->mark = true;
         if (memcmp(&svc->cfg, &next.services[i], sizeof(svc->cfg)) != 0) {
             svc->cfg = next.services[i];
+            service_reconfigured(svc);
             changed++;
             log_info("service %s: new settings, for the tests that start from now on",
                      svc->cfg.name);

@@ -118,6 +118,45 @@ void prom_render(FILE *f, const struct service *services)
         }
     }
 
+    head(f, "iperf_shim_pool_members", "gauge",
+         "Servers of the pool by protocol and state: up, down (down or suspect), busy (an "
+         "iperf3 test of the shim on it).");
+    for (s = services; s; s = s->next) {
+        const struct pool *pools[2] = { &s->pool3, &s->pool2 };
+        for (int k = 0; k < 2; k++) {
+            int n[3];
+            pool_counts(pools[k], &n[0], &n[1], &n[2]);
+            static const char *const state[3] = { "up", "down", "busy" };
+            for (int j = 0; j < (k == 0 ? 3 : 2); j++) {
+                snprintf(extra, sizeof(extra), ",protocol=\"%s\",state=\"%s\"",
+                         pools[k]->what, state[j]);
+                sample(f, "iperf_shim_pool_members", s, extra, (uint64_t)n[j]);
+            }
+        }
+    }
+    head(f, "iperf_shim_queue_length", "gauge", "iperf3 tests waiting for a free server.");
+    for (s = services; s; s = s->next)
+        sample(f, "iperf_shim_queue_length", s, "", (uint64_t)s->pool3.queued);
+    head(f, "iperf_shim_queue_waited_total", "counter",
+         "iperf3 tests that waited in the queue and then got a server.");
+    for (s = services; s; s = s->next)
+        sample(f, "iperf_shim_queue_waited_total", s, "", s->pool3.waited);
+    head(f, "iperf_shim_queue_wait_seconds_total", "counter",
+         "Total time those tests waited.");
+    for (s = services; s; s = s->next) {
+        fputs("iperf_shim_queue_wait_seconds_total{service=\"", f);
+        label(f, s->cfg.name);
+        fprintf(f, "\"} %.3f\n", s->pool3.wait_sum);
+    }
+    head(f, "iperf_shim_queue_refused_total", "counter",
+         "iperf3 tests refused (ACCESS_DENIED) because no server freed up, by reason: "
+         "timeout (--queue-timeout), full (--queue-max).");
+    for (s = services; s; s = s->next) {
+        sample(f, "iperf_shim_queue_refused_total", s, ",reason=\"timeout\"",
+               s->pool3.queue_timeouts);
+        sample(f, "iperf_shim_queue_refused_total", s, ",reason=\"full\"", s->pool3.queue_full);
+    }
+
     head(f, "iperf_shim_udp_flows", "gauge", "UDP flows open (each has its own upstream port).");
     for (s = services; s; s = s->next)
         sample(f, "iperf_shim_udp_flows", s, "", (uint64_t)udp_live_flows(s));

@@ -24,6 +24,8 @@ void service_config_defaults(struct service_config *c)
     c->udp_linger        = 10.0;
     c->max_flows         = 4096;
     c->use_splice        = true;
+    c->queue_timeout     = 60.0;
+    c->queue_max         = 256;
 }
 
 void service_init(struct service *svc, struct ev_loop *loop, const struct service_config *cfg)
@@ -34,6 +36,14 @@ void service_init(struct service *svc, struct ev_loop *loop, const struct servic
     svc->state = SERVICE_RUNNING;
     svc->listener.fd = -1;
     svc->listener.spare_fd = -1;
+    pool_init(&svc->pool3, loop, "iperf3", svc->cfg.name, &svc->cfg.upstream);
+    pool_init(&svc->pool2, loop, "iperf2", svc->cfg.name, &svc->cfg.upstream2);
+}
+
+void service_reconfigured(struct service *svc)
+{
+    pool_configure(&svc->pool3, &svc->cfg.upstream);
+    pool_configure(&svc->pool2, &svc->cfg.upstream2);
 }
 
 int service_start(struct service *svc, const char **what)
@@ -101,4 +111,6 @@ void service_stop(struct service *svc)
     i2_close_all(svc);
     log_udp_counters(svc);
     udp_stop(svc);
+    pool_stop(&svc->pool3);
+    pool_stop(&svc->pool2);
 }

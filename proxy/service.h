@@ -26,6 +26,7 @@
 #include "proxy/front.h"
 #include "proxy/listener.h"
 #include "proxy/log.h"
+#include "proxy/pool.h"
 #include "proxy/stats.h"
 
 enum shim_protocol { PROTO_AUTO = 0, PROTO_IPERF2, PROTO_IPERF3 };
@@ -37,10 +38,8 @@ struct service_config {
     char                    name[SERVICE_NAME_MAX]; /* for logs; default: the listen address */
     struct sockaddr_storage listen_addr;    /* where clients connect (TCP and UDP) */
     socklen_t               listen_len;     /* 0: not set */
-    struct sockaddr_storage upstream_addr;  /* the legacy iperf server (iperf3) */
-    socklen_t               upstream_len;   /* 0: not set */
-    struct sockaddr_storage upstream2_addr; /* the iperf2 server (default: upstream_addr) */
-    socklen_t               upstream2_len;  /* 0: not set (upstream_addr is used) */
+    struct pool_list        upstream;       /* the legacy iperf servers (iperf3): the pool */
+    struct pool_list        upstream2;      /* the iperf2 servers (default: upstream) */
     enum shim_protocol      protocol;       /* which protocols the listen port serves */
     double   connect_timeout;    /* s: upstream TCP connect must complete within this */
     double   handshake_timeout;  /* s: a new client connection must send its cookie/header */
@@ -58,6 +57,8 @@ struct service_config {
     struct acl allow;            /* client networks served (empty: all) */
     int      max_tests_per_client; /* tests at once from one client address (0: no limit) */
     double   max_duration;       /* s: longest iperf3 test (-t) accepted (0: no limit) */
+    double   queue_timeout;      /* s: longest wait for a free server (iperf3) */
+    int      queue_max;          /* iperf3 tests waiting at once (0: no queue) */
 };
 
 /* Defaults of every setting (the addresses are left empty). */
@@ -84,6 +85,8 @@ struct service {
     struct sess           *sessions;   /* live iperf2 TCP sessions */
     int                    nsessions;
     struct udp_state      *udp;        /* UDP listener and flows, NULL before start */
+    struct pool            pool3;      /* iperf3 servers (cfg.upstream) and the queue */
+    struct pool            pool2;      /* iperf2 servers (cfg.upstream2) */
     struct service_stats   stats;      /* what ended tests add up to */
     uint64_t               acl_refused;/* clients refused: not in the allowed networks */
     struct log_rate        acl_log;    /* at most one such line a second */
@@ -102,6 +105,9 @@ int  service_start(struct service *svc, const char **what);
  * once a second, "refusing <what> <client>: not in the allowed networks". */
 bool service_admits(struct service *svc, const struct sockaddr_storage *client,
                     const char *what);
+
+/* svc->cfg was replaced by a reload: the pools take the new server lists. */
+void service_reconfigured(struct service *svc);
 
 /* Stops taking new tests; running ones go on. */
 void service_drain(struct service *svc);

@@ -45,6 +45,31 @@ static void add_test(void *arg, const struct test_info *t)
     cJSON_AddItemToArray(arg, test_json(t));
 }
 
+/* A pool's members and queue. */
+static cJSON *pool_json(const struct pool *p)
+{
+    char a[ADDR_STR_MAX];
+    cJSON *o = cJSON_CreateObject(), *list = cJSON_AddArrayToObject(o, "members");
+    for (int i = 0; i < p->n; i++) {
+        const struct pool_member *m = &p->m[i];
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddItemToArray(list, e);
+        cJSON_AddStringToObject(e, "address", addr(&m->addr, a));
+        cJSON_AddStringToObject(e, "health", member_health_str(m->health));
+        cJSON_AddNumberToObject(e, "tests", m->tests);
+        cJSON_AddNumberToObject(e, "load", m->load);
+        cJSON_AddNumberToObject(e, "served", (double)m->served);
+        cJSON_AddNumberToObject(e, "refusals", (double)m->refusals);
+    }
+    cJSON_AddNumberToObject(o, "queued", p->queued);
+    cJSON_AddNumberToObject(o, "waited", (double)p->waited);
+    cJSON_AddNumberToObject(o, "wait_seconds_total", p->wait_sum);
+    cJSON_AddNumberToObject(o, "wait_seconds_max", p->wait_max);
+    cJSON_AddNumberToObject(o, "queue_timeouts", (double)p->queue_timeouts);
+    cJSON_AddNumberToObject(o, "queue_full", (double)p->queue_full);
+    return o;
+}
+
 int status_json(FILE *f, const struct service *services)
 {
     char a[ADDR_STR_MAX];
@@ -56,8 +81,12 @@ int status_json(FILE *f, const struct service *services)
         cJSON_AddItemToArray(list, o);
         cJSON_AddStringToObject(o, "name", s->cfg.name);
         cJSON_AddStringToObject(o, "listen", addr(&s->cfg.listen_addr, a));
-        cJSON_AddStringToObject(o, "upstream", addr(&s->cfg.upstream_addr, a));
-        cJSON_AddStringToObject(o, "upstream_iperf2", addr(&s->cfg.upstream2_addr, a));
+        char u[POOL_LIST_STR_MAX];
+        cJSON_AddStringToObject(o, "upstream", pool_list_str(&s->cfg.upstream, u, sizeof(u)));
+        cJSON_AddStringToObject(o, "upstream_iperf2",
+                                pool_list_str(&s->cfg.upstream2, u, sizeof(u)));
+        cJSON_AddItemToObject(o, "pool", pool_json(&s->pool3));
+        cJSON_AddItemToObject(o, "pool_iperf2", pool_json(&s->pool2));
         cJSON_AddStringToObject(o, "state", s->state == SERVICE_RUNNING ? "running" : "draining");
         cJSON_AddNumberToObject(o, "udp_flows", udp_live_flows(s));
         const struct udp_counters *c = udp_counters(s);
@@ -133,10 +162,15 @@ void status_html(FILE *f, const struct service *services)
         esc(f, s->cfg.name);
         fputs("</h2>\n<p class=\"dim\">listen ", f);
         esc(f, addr(&s->cfg.listen_addr, a));
-        fputs(", iperf3 server ", f);
-        esc(f, addr(&s->cfg.upstream_addr, a));
-        fputs(", iperf2 server ", f);
-        esc(f, addr(&s->cfg.upstream2_addr, a));
+        char u[POOL_LIST_STR_MAX];
+        int up, down, busy;
+        pool_counts(&s->pool3, &up, &down, &busy);
+        fputs(", iperf3 server(s) ", f);
+        esc(f, pool_list_str(&s->cfg.upstream, u, sizeof(u)));
+        fprintf(f, " (%d up, %d down, %d running a test; %d waiting)", up, down, busy,
+                s->pool3.queued);
+        fputs(", iperf2 server(s) ", f);
+        esc(f, pool_list_str(&s->cfg.upstream2, u, sizeof(u)));
         fprintf(f, "; %s; UDP flows %d; ICMP errors absorbed %" PRIu64 "; roles re-paired %"
                 PRIu64 "</p>\n", s->state == SERVICE_RUNNING ? "taking tests" : "draining",
                 udp_live_flows(s), c ? c->icmp_absorbed : 0, s->stats.roles_repaired);

@@ -6,6 +6,7 @@
 
 #include "protocol/detect.h"
 #include "protocol/iperf2.h"
+#include "proxy/iperf3.h"
 #include "proxy/log.h"
 #include "proxy/net.h"
 #include "proxy/service.h"
@@ -113,10 +114,23 @@ static struct udp_flow *flow_new(struct udp_state *u, const struct sockaddr_stor
         }
         return NULL;
     }
-    const struct sockaddr_storage *up = proto == UDP_IPERF2 ? &u->cfg->upstream2_addr
-                                                            : &u->cfg->upstream_addr;
-    socklen_t uplen = proto == UDP_IPERF2 ? u->cfg->upstream2_len : u->cfg->upstream_len;
+    struct sockaddr_storage server;   /* the pool member this flow goes to */
+    socklen_t uplen;
+    int member = -1;                  /* iperf2: the member whose load it adds to */
+    if (proto == UDP_IPERF2) {
+        member = pool_pick_iperf2(&u->svc->pool2);
+        server = u->svc->pool2.m[member].addr;   /* a pool is never empty */
+        uplen = u->svc->pool2.m[member].len;
+    } else if (i3_udp_server(u->svc, client, &server, &uplen) == -1) {
+        server = u->svc->pool3.m[0].addr;   /* no UDP test of that host: the first server */
+        uplen = u->svc->pool3.m[0].len;
+        log_debug("iperf3 UDP stream from %s belongs to no UDP test of its host: sent to "
+                  "the first server", net_addr_str((const struct sockaddr *)client, c,
+                                                    sizeof(c)));
+    }
+    const struct sockaddr_storage *up = &server;
     int fd = socket(up->ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    struct udp_flow *f = NULL;
     if (fd == -1) {
         if (log_rate_ok(&u->nosock_log, ev_now(u->loop), 1.0)) {
             log_warn("no socket for a UDP flow of %s: %s (%" PRIu64 " more not logged)",
@@ -124,21 +138,19 @@ static struct udp_flow *flow_new(struct udp_state *u, const struct sockaddr_stor
                      strerror(errno), u->nosock_log.suppressed);
             u->nosock_log.suppressed = 0;
         }
-        return NULL;
+        goto fail;
     }
     int sz = SOCKBUF;
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
     setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
     if (connect(fd, (const struct sockaddr *)up, uplen) == -1) {
         log_warn("cannot open a UDP flow to the server: %s", strerror(errno));
-        close(fd);
-        return NULL;
+        goto fail;
     }
-    struct udp_flow *f = calloc(1, sizeof(*f));
-    if (f == NULL) {
-        close(fd);
-        return NULL;
-    }
+    if ((f = calloc(1, sizeof(*f))) == NULL)
+        goto fail;
+    f->server = server;
+    f->member_held = member >= 0;
     f->u = u;
     f->client = *client;
     f->clen = clen;
@@ -163,6 +175,12 @@ static struct udp_flow *flow_new(struct udp_state *u, const struct sockaddr_stor
     log_debug("new %s UDP flow from %s", proto == UDP_IPERF2 ? "iperf2" : "iperf3",
               net_addr_str((const struct sockaddr *)client, c, sizeof(c)));
     return f;
+fail:
+    if (fd != -1)
+        close(fd);
+    if (member >= 0)
+        pool_release_iperf2(&u->svc->pool2, &server);
+    return NULL;
 }
 
 /* Does this datagram start a new test on the address of an existing flow?

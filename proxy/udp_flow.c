@@ -109,7 +109,7 @@ void udp_flow_free(struct udp_flow *f)
     if (f->proto == UDP_IPERF2 && !f->detached) {   /* an iperf2 UDP stream is a test */
         struct test_info t = {
             .protocol = "iperf2", .transport = "udp", .mode = i2_mode_name(f->i2.hdr.mode),
-            .client = f->client, .server = u->cfg->upstream2_addr, .started = f->started,
+            .client = f->client, .server = f->server, .started = f->started,
             .seconds = (f->last[0] > f->last[1] ? f->last[0] : f->last[1]) - f->created,
             .bytes = { f->bytes[0], f->bytes[1] }, .ok = f->report != NULL || !f->fin_seen,
         };
@@ -117,6 +117,8 @@ void udp_flow_free(struct udp_flow *f)
                  f->report ? "relayed" : (f->fin_seen ? "never came" : "not due"));
         stats_test_ended(st, &t);
     }
+    if (f->member_held)
+        pool_release_iperf2(&u->svc->pool2, &f->server);
     ev_io_stop(u->loop, &f->urd);
     ev_io_stop(u->loop, &f->uwr);
     ev_timer_stop(u->loop, &f->linger);

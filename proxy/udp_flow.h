@@ -61,6 +61,8 @@ struct udp_flow {
     socklen_t        clen;            /* its length */
     struct sockaddr_storage local;    /* the address the client sent to (reply source) */
     int              ufd;             /* upstream socket, connected to the server */
+    struct sockaddr_storage server;   /* that server: a pool member */
+    bool             member_held;     /* iperf2: counted in the member's load */
     int              cfd;             /* --udp-connected: socket on the listen address and
                                          port, connected to the client; else -1 */
     ev_io            crd;             /* cfd readable */

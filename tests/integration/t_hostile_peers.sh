@@ -32,7 +32,9 @@ SRV_PID=$IT_IPERF3_PID
 if [ "$IT_DIRECT" = 1 ]; then
     PORT=$SRV; PID=$SRV_PID; LOG=/dev/null
 else
-    it_start_shim shim -- --listen 127.0.0.1:$SH --upstream 127.0.0.1:$SRV --handshake-timeout 1 --log-level info
+    # --queue-max 0: no queue, a peer arriving during a test meets the busy server as directly
+    it_start_shim shim -- --listen 127.0.0.1:$SH --upstream 127.0.0.1:$SRV --handshake-timeout 1 --log-level info \
+        --queue-max 0
     PORT=$SH; PID=$SHIM_PID; LOG=$IT_TMP/shim.log
 fi
 # per-stream receiver <= sender is only reported for --bidir through the shim (role

@@ -34,7 +34,9 @@ SRV=15220 SH=15221 ASRV=15222 ASH=15223 TAP=15224
 it_iperf3_server srv $SRV
 SRV_PID=$IT_IPERF3_PID
 if [ "$IT_DIRECT" != 1 ]; then
-    it_start_shim shim -- --listen 127.0.0.1:$SH --upstream 127.0.0.1:$SRV --log-level debug
+    # --queue-max 0: no queue, so a busy server's refusal reaches the client as directly
+    it_start_shim shim -- --listen 127.0.0.1:$SH --upstream 127.0.0.1:$SRV --log-level debug \
+        --queue-max 0
     SH_PID=$SHIM_PID
 fi
 fails=0
