@@ -547,6 +547,8 @@ static void tell_busy(int fd, const struct sockaddr_storage *peer)
  * busy is true (no server free), else a reset.  t may be freed. */
 static void ctrl_give_up(struct test *t, const char *failure, bool busy)
 {
+    if (t->waiter.since > 0)   /* how long it waited, for its line */
+        t->queued_for = ev_now(t->loop) - t->waiter.since;
     ctrl_stop_trying(t);
     test_release_member(t);
     if (busy)
