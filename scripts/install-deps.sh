@@ -12,4 +12,4 @@ DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     prometheus chromium \
     libnetfilter-queue-dev libnfnetlink-dev clang libclang-rt-14-dev \
     build-essential dpkg-dev debhelper fakeroot lintian mandoc man-db \
-    systemd git >/dev/null
+    systemd git nftables >/dev/null
