@@ -124,17 +124,6 @@ static void front_try(struct front *f)
         i2_accept(svc, fd, &peer, first, got);
 }
 
-static bool same_host(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
-{
-    if (a->ss_family != b->ss_family)
-        return false;
-    if (a->ss_family == AF_INET)
-        return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
-               ((const struct sockaddr_in *)b)->sin_addr.s_addr;
-    return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
-                  &((const struct sockaddr_in6 *)b)->sin6_addr, sizeof(struct in6_addr)) == 0;
-}
-
 #define ORDER_WINDOW 256   /* older pending connections looked at per event */
 
 /* A pending connection is readable.  Older pending connections of the same
@@ -149,12 +138,12 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
     struct front *f = w->data, *start = f, *g, *next;
     int steps = 0;
     for (g = f->prev; g != NULL && steps < ORDER_WINDOW; g = g->prev, steps++)
-        if (same_host(&g->peer, &f->peer))
+        if (net_same_host(&g->peer, &f->peer))
             start = g;
     for (g = start; g != NULL; g = next) {
         next = g->next;
         bool last = g == f;
-        if (last || same_host(&g->peer, &f->peer))
+        if (last || net_same_host(&g->peer, &f->peer))
             front_try(g);   /* may free g */
         if (last)
             break;

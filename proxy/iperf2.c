@@ -547,7 +547,7 @@ void i2_accept(struct service *svc, int fd, const struct sockaddr_storage *peer,
     if (svc->cfg.max_tests_per_client > 0) {
         int mine = 0;
         for (const struct sess *o = svc->sessions; o; o = o->next)
-            mine += pool_addr_same(&o->client, peer, false);
+            mine += net_same_host(&o->client, peer);
         if (mine >= svc->cfg.max_tests_per_client) {
             log_info("refusing iperf2 client %s: it already runs %d test(s) "
                      "(--max-tests-per-client %d)", addr_s(peer, c), mine,

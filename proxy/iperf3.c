@@ -298,7 +298,7 @@ static bool creating_streams(const struct test *t)
 static struct test *other_creating(const struct test *t)
 {
     for (struct test *u = t->svc->tests; u; u = u->next)
-        if (u != t && creating_streams(u) && pool_addr_same(&u->client, &t->client, false))
+        if (u != t && creating_streams(u) && net_same_host(&u->client, &t->client))
             return u;
     return NULL;
 }
@@ -310,7 +310,7 @@ static void streams_done(struct test *t)
     struct test *next = NULL;
     for (struct test *u = t->svc->tests; u; u = u->next)
         if (u != t && u->streams_held && u->ctrl != NULL &&
-            pool_addr_same(&u->client, &t->client, false) && (next == NULL || u->t0 < next->t0))
+            net_same_host(&u->client, &t->client) && (next == NULL || u->t0 < next->t0))
             next = u;
     if (next == NULL)
         return;
@@ -853,7 +853,7 @@ static int tests_of_host(const struct service *svc, const struct sockaddr_storag
 {
     int n = 0;
     for (const struct test *t = svc->tests; t; t = t->next)
-        n += t->state != TEST_CLOSED && pool_addr_same(&t->client, peer, false);
+        n += t->state != TEST_CLOSED && net_same_host(&t->client, peer);
     return n;
 }
 
@@ -947,7 +947,7 @@ int i3_udp_server(const struct service *svc, const struct sockaddr_storage *clie
     int ncreating = 0;
     for (const struct test *t = svc->tests; t; t = t->next) {
         if (t->phase != CTRL_RELAYING || !udp_test(t) || t->streams_held ||
-            !pool_addr_same(&t->client, client, false))
+            !net_same_host(&t->client, client))
             continue;
         if (t->server_state == I3_CREATE_STREAMS) {
             ncreating++;

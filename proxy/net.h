@@ -43,6 +43,10 @@ void net_close_reset(int fd);
  * address and its v4-mapped IPv6 form are the same host. */
 bool net_same_host(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
 
+/* True when a and b are the same IPv4 or IPv6 address and port (the same
+ * socket address: a UDP flow's client, a pool member). */
+bool net_same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
+
 /* Port of an address, host order. */
 int  net_port(const struct sockaddr *sa);
 

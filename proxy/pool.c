@@ -78,27 +78,10 @@ void pool_init(struct pool *p, struct ev_loop *loop, const char *what, const cha
     p->kick.data = p;
 }
 
-bool pool_addr_same(const struct sockaddr_storage *a, const struct sockaddr_storage *b,
-                    bool port)
-{
-    if (a->ss_family != b->ss_family)
-        return false;
-    if (a->ss_family == AF_INET) {
-        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
-        return x->sin_addr.s_addr == y->sin_addr.s_addr && (!port || x->sin_port == y->sin_port);
-    }
-    if (a->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
-        return memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0 &&
-               (!port || x->sin6_port == y->sin6_port);
-    }
-    return false;
-}
-
 int pool_find(const struct pool *p, const struct sockaddr_storage *addr)
 {
     for (int i = 0; i < p->n; i++)
-        if (pool_addr_same(&p->m[i].addr, addr, true))
+        if (net_same_addr(&p->m[i].addr, addr))
             return i;
     return -1;
 }

@@ -103,10 +103,6 @@ void pool_configure(struct pool *p, const struct pool_list *l);
 /* Stops the timers (the queue must be empty). */
 void pool_stop(struct pool *p);
 
-/* Same family and address (and port when port is true)?  Clients are told
- * apart by host for --max-tests-per-client and UDP affinity. */
-bool pool_addr_same(const struct sockaddr_storage *a, const struct sockaddr_storage *b,
-                    bool port);
 
 /* The member at addr, or -1 (removed by a reload). */
 int  pool_find(const struct pool *p, const struct sockaddr_storage *addr);

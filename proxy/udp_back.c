@@ -58,17 +58,6 @@ void udp_back_counts(const struct udp_back *b, uint64_t *to_client, uint64_t *to
     *to_server = b->to_server;
 }
 
-static bool same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *c)
-{
-    if (a->ss_family != c->ss_family)
-        return false;
-    if (a->ss_family == AF_INET)
-        return memcmp(a, c, sizeof(struct sockaddr_in)) == 0;
-    const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)c;
-    return x->sin6_port == y->sin6_port &&
-           memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
-}
-
 /* The client answered on a leg: back to that leg's server source. */
 static void client_readable_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
@@ -94,7 +83,7 @@ static struct back_leg *leg_for(struct udp_back *b, const struct sockaddr_storag
 {
     char s[ADDR_STR_MAX], c[ADDR_STR_MAX];
     for (int i = 0; i < b->nlegs; i++)
-        if (same_addr(&b->legs[i].server, src))
+        if (net_same_addr(&b->legs[i].server, src))
             return &b->legs[i];
     if (b->nlegs == BACK_LEGS)
         return NULL;

@@ -17,19 +17,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static bool sa_equal(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
-{
-    if (a->ss_family != b->ss_family)
-        return false;
-    if (a->ss_family == AF_INET) {
-        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
-        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
-    }
-    const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
-    return x->sin6_port == y->sin6_port &&
-           memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
-}
-
 static unsigned sa_hash(const struct sockaddr_storage *a)
 {
     const uint8_t *p;
@@ -154,7 +141,7 @@ static void linger_cb(struct ev_loop *loop, ev_timer *w, int revents)
 struct udp_flow *udp_flow_lookup(const struct udp_state *u, const struct sockaddr_storage *client)
 {
     for (struct udp_flow *f = u->hash[sa_hash(client)]; f; f = f->hnext)
-        if (sa_equal(&f->client, client))
+        if (net_same_addr(&f->client, client))
             return f;
     return NULL;
 }

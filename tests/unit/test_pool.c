@@ -9,6 +9,7 @@
 
 #include <string.h>
 
+#include "proxy/net.h"
 #include "proxy/pool.h"
 
 struct fixture {
@@ -260,9 +261,9 @@ static void list__bounded_and_printed(void **state)
 static void addr_same__host_or_host_and_port(void **state)
 {
     struct fixture *f = *state;
-    assert_true(pool_addr_same(&f->list.addr[0], &f->list.addr[1], false));
-    assert_false(pool_addr_same(&f->list.addr[0], &f->list.addr[1], true));
-    assert_false(pool_addr_same(&f->list.addr[0], &f->list.addr[2], false));
+    assert_true(net_same_host(&f->list.addr[0], &f->list.addr[1]));
+    assert_false(net_same_addr(&f->list.addr[0], &f->list.addr[1]));
+    assert_false(net_same_host(&f->list.addr[0], &f->list.addr[2]));
 }
 
 int main(void)
