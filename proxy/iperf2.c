@@ -353,7 +353,7 @@ static int listener_open(struct sess *s, int ufd)
     if (getpeername(ufd, (struct sockaddr *)&s->server, &slen) == -1)
         return -1;
     net_set_port(&local, 0);
-    s->lfd = net_tcp_listen(&local, len);
+    s->lfd = net_tcp_listen(&local, len, false);
     if (s->lfd == -1)
         return -1;
     len = sizeof(local);

@@ -146,7 +146,7 @@ int tcp_listener_start(struct tcp_listener *l, struct service *svc)
     struct ev_loop *loop = svc->loop;
     l->svc = svc;
     l->spare_fd = -1;
-    l->fd = net_tcp_listen(&svc->cfg.listen_addr, svc->cfg.listen_len);
+    l->fd = net_tcp_listen(&svc->cfg.listen_addr, svc->cfg.listen_len, svc->cfg.transparent);
     if (l->fd == -1)
         return -1;
     reserve_spare(l);

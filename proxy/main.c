@@ -53,6 +53,14 @@ static void usage(FILE *out)
 "  --no-splice              move TCP data with read/write instead of splice\n"
 "  --allow CIDR             serve only clients in this network (repeat for more;\n"
 "                           default: everyone), e.g. 10.0.0.0/8, 2001:db8::/32\n"
+"  --transparent            serve clients that address their servers directly, sent here\n"
+"                           by the gateway's TPROXY (or REDIRECT/DNAT) rules: each test\n"
+"                           goes to the server its client addressed; no --upstream\n"
+"                           (needs CAP_NET_ADMIN; see transparent.md)\n"
+"  --transparent-source     with --transparent: connect to the server from the client's\n"
+"                           own address (needs the server's return path via the gateway)\n"
+"  --allow-server CIDR      with --transparent: serve only servers in this network\n"
+"                           (repeat for more; default: any destination the rules send)\n"
 "  --max-tests-per-client N tests at once from one client address (default 0: no limit)\n"
 "  --max-duration S         refuse iperf3 tests longer than S (-t; default 0: no limit)\n"
 "  --queue-timeout S        an iperf3 client waits at most S for a free server, then gets\n"
@@ -182,7 +190,7 @@ int main(int argc, char **argv)
         int bad;
         cfg.services[0] = cli;
         cfg.nservices = 1;
-        if (cli.listen_len == 0 || cli.upstream.n == 0) {
+        if (cli.listen_len == 0 || (cli.upstream.n == 0 && !cli.transparent)) {
             usage(stderr);
             return 2;
         }

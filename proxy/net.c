@@ -181,13 +181,28 @@ int net_nonblock(int fd)
     return fcntl(fd, F_SETFD, FD_CLOEXEC);
 }
 
-int net_tcp_listen(const struct sockaddr_storage *ss, socklen_t len)
+int net_set_transparent(int fd, int family)
+{
+    int one = 1;
+    if (family == AF_INET6 &&
+        setsockopt(fd, IPPROTO_IPV6, IPV6_TRANSPARENT, &one, sizeof(one)) == -1)
+        return -1;
+    /* an IPv6 socket takes IPv4 too (v4-mapped) when dual-stack: set both */
+    if (setsockopt(fd, IPPROTO_IP, IP_TRANSPARENT, &one, sizeof(one)) == -1 &&
+        family == AF_INET)
+        return -1;
+    return 0;
+}
+
+int net_tcp_listen(const struct sockaddr_storage *ss, socklen_t len, bool transparent)
 {
     int one = 1, zero = 0;
     int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd == -1)
         return -1;
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1)
+        goto fail;
+    if (transparent && net_set_transparent(fd, ss->ss_family) == -1)
         goto fail;
     if (ss->ss_family == AF_INET6 &&
         IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)ss)->sin6_addr) &&

@@ -20,8 +20,15 @@ int  net_parse_hostport(const char *s, struct sockaddr_storage *ss, socklen_t *l
  * addresses are shown as v4.  Returns buf. */
 char *net_addr_str(const struct sockaddr *sa, char *buf, size_t bufsz);
 
-/* A listening TCP socket, non-blocking; a v6 wildcard is dual-stack. */
-int  net_tcp_listen(const struct sockaddr_storage *ss, socklen_t len);
+/* A listening TCP socket, non-blocking; a v6 wildcard is dual-stack.  With
+ * transparent, it takes connections addressed to any host that the
+ * firewall's TPROXY rules send to it (needs CAP_NET_ADMIN: EPERM). */
+int  net_tcp_listen(const struct sockaddr_storage *ss, socklen_t len, bool transparent);
+
+/* IP_TRANSPARENT (IPV6_TRANSPARENT and IP_TRANSPARENT for IPv6 sockets):
+ * the socket may bind to, and take traffic for, addresses that are not
+ * local.  Returns 0, or -1 with errno (EPERM without CAP_NET_ADMIN). */
+int  net_set_transparent(int fd, int family);
 
 /* Returns the pending error of a socket (SO_ERROR), 0 if none. */
 int  net_sock_error(int fd);

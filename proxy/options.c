@@ -13,7 +13,7 @@ enum opt_id {
     O_CONNECT, O_HANDSHAKE, O_IDLE, O_ROLE, O_FENCE, O_LINGER,
     O_MAXFLOWS, O_PARAMS, O_RESULTS, O_UDPCONN, O_NOSPLICE,
     O_UP3VER, O_LOGLEVEL, O_LOGFORMAT, O_SYSLOG, O_DRAIN, O_METRICS, O_ALLOW, O_MAXTESTS, O_MAXDUR,
-    O_QTIMEOUT, O_QMAX,
+    O_QTIMEOUT, O_QMAX, O_TRANSP, O_TRANSPSRC, O_ALLOWSRV,
 };
 
 const struct opt_def shim_options[] = {
@@ -39,6 +39,9 @@ const struct opt_def shim_options[] = {
     { "max-duration",      "max_duration",      OPT_SERVICE, OPT_STRING, O_MAXDUR },
     { "queue-timeout",     "queue_timeout",     OPT_SERVICE, OPT_STRING, O_QTIMEOUT },
     { "queue-max",         "queue_max",         OPT_SERVICE, OPT_STRING, O_QMAX },
+    { "transparent",       "transparent",       OPT_SERVICE, OPT_FLAG,   O_TRANSP },
+    { "transparent-source", "transparent_source", OPT_SERVICE, OPT_FLAG, O_TRANSPSRC },
+    { "allow-server",      "allow_server",      OPT_SERVICE, OPT_LIST,   O_ALLOWSRV },
     { "log-level",         "log_level",         OPT_GLOBAL,  OPT_STRING, O_LOGLEVEL },
     { "log-format",        "log_format",        OPT_GLOBAL,  OPT_STRING, O_LOGFORMAT },
     { "syslog",            "syslog",            OPT_GLOBAL,  OPT_FLAG,   O_SYSLOG },
@@ -146,6 +149,13 @@ int opt_set(const struct opt_def *d, const char *v, struct shim_config *c,
         *why = "expected a whole number from 0 (no queue) to 100000";
         break;
     case O_ALLOW:     return acl_add(&s->allow, v, why);
+    case O_ALLOWSRV:  return acl_add(&s->allow_server, v, why);
+    case O_TRANSP:
+    case O_TRANSPSRC:
+        bad = parse_bool(v, &b);
+        *(d->id == O_TRANSP ? &s->transparent : &s->transparent_source) = b;
+        *why = "expected true or false";
+        break;
     case O_MAXTESTS:
         bad = parse_uint(v, 0, 100000, &n);
         s->max_tests_per_client = (int)n;
@@ -214,8 +224,17 @@ int shim_config_finish(struct shim_config *c, int *svc, const char **why)
             *why = "a service needs a listen address";
             return -1;
         }
-        if (s->upstream.n == 0) {
-            *why = "a service needs an upstream server";
+        if (s->transparent && (s->upstream.n > 0 || s->upstream2.n > 0)) {
+            *why = "--transparent takes each test's server from the client's destination: "
+                   "no --upstream";
+            return -1;
+        }
+        if (!s->transparent && (s->transparent_source || s->allow_server.n > 0)) {
+            *why = "--transparent-source and --allow-server need --transparent";
+            return -1;
+        }
+        if (s->upstream.n == 0 && !s->transparent) {
+            *why = "a service needs an upstream server (or --transparent)";
             return -1;
         }
         if (s->upstream2.n == 0)
@@ -255,15 +274,22 @@ void shim_config_print(const struct shim_config *c, FILE *out)
     for (int i = 0; i < c->nservices; i++) {
         const struct service_config *s = &c->services[i];
         char l[ADDR_STR_MAX], u[POOL_LIST_STR_MAX], u2[POOL_LIST_STR_MAX];
+        if (s->transparent) {
+            snprintf(u, sizeof(u), "the client's destination (transparent%s, %d server "
+                     "network(s)%s)", s->transparent_source ? ", client's source" : "",
+                     s->allow_server.n, s->allow_server.n ? "" : ": any");
+            strcpy(u2, u);
+        } else {
+            pool_list_str(&s->upstream, u, sizeof(u));
+            pool_list_str(&s->upstream2, u2, sizeof(u2));
+        }
         fprintf(out, "service %s: listen %s (TCP and UDP), protocol %s; iperf3 -> %s, "
                 "iperf2 -> %s; timeouts: connect %g s, handshake %g s, idle %g s, role %g s; "
                 "fence %g s; UDP linger %g s, max flows %d%s; max params %u, max results %u%s; "
                 "clients: %s%d network(s)%s, max tests per client %d, max duration %g s; "
                 "queue max %d, timeout %g s\n",
                 s->name, net_addr_str((const struct sockaddr *)&s->listen_addr, l, sizeof(l)),
-                proto[s->protocol],
-                pool_list_str(&s->upstream, u, sizeof(u)),
-                pool_list_str(&s->upstream2, u2, sizeof(u2)),
+                proto[s->protocol], u, u2,
                 s->connect_timeout, s->handshake_timeout, s->idle_timeout, s->role_timeout,
                 s->fence_timeout, s->udp_linger, s->max_flows,
                 s->udp_connected ? ", connected UDP sockets" : "",

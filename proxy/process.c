@@ -52,18 +52,25 @@ static int add_service(const struct service_config *cfg)
     }
     service_init(svc, P.loop, cfg);
     if (service_start(svc, &what) == -1) {
-        log_error("service %s: cannot listen on %s (%s): %s", cfg->name, listen_str(svc, l),
-                  what, strerror(errno));
+        log_error("service %s: cannot listen on %s (%s): %s%s", cfg->name, listen_str(svc, l),
+                  what, strerror(errno), cfg->transparent && errno == EPERM ?
+                  " (--transparent needs CAP_NET_ADMIN or CAP_NET_RAW: run as root or grant one)" : "");
         free(svc);
         return -1;
     }
     svc->next = P.services;
     P.services = svc;
-    log_info("service %s: listening on %s (TCP and UDP), relaying iperf3 to %s, iperf2 to %s%s",
-             cfg->name, listen_str(svc, l),
-             pool_list_str(&cfg->upstream, u, sizeof(u)),
-             pool_list_str(&cfg->upstream2, u2, sizeof(u2)),
-             cfg->use_splice ? "" : " (splice off)");
+    if (cfg->transparent)
+        log_info("service %s: listening on %s (TCP and UDP), transparent: relaying each test "
+                 "to the server its client addressed%s%s", cfg->name, listen_str(svc, l),
+                 cfg->transparent_source ? ", from the client's address" : "",
+                 cfg->use_splice ? "" : " (splice off)");
+    else
+        log_info("service %s: listening on %s (TCP and UDP), relaying iperf3 to %s, iperf2 to "
+                 "%s%s", cfg->name, listen_str(svc, l),
+                 pool_list_str(&cfg->upstream, u, sizeof(u)),
+                 pool_list_str(&cfg->upstream2, u2, sizeof(u2)),
+                 cfg->use_splice ? "" : " (splice off)");
     return 0;
 }
 

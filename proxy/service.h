@@ -59,6 +59,10 @@ struct service_config {
     double   max_duration;       /* s: longest iperf3 test (-t) accepted (0: no limit) */
     double   queue_timeout;      /* s: longest wait for a free server (iperf3) */
     int      queue_max;          /* iperf3 tests waiting at once (0: no queue) */
+    bool     transparent;        /* --transparent: each test's server is the address its
+                                    client addressed (TPROXY/REDIRECT), not cfg.upstream */
+    bool     transparent_source; /* upstream legs carry the client's address (needs transparent) */
+    struct acl allow_server;     /* transparent: server networks served (empty: all) */
 };
 
 /* Defaults of every setting (the addresses are left empty). */

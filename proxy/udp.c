@@ -329,6 +329,12 @@ int udp_start(struct service *svc)
     if (fd == -1)
         return -1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (svc->cfg.transparent && net_set_transparent(fd, addr->ss_family) == -1) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
     if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &sz, sizeof(sz)) == -1)
         setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
     if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &sz, sizeof(sz)) == -1)
