@@ -6,9 +6,11 @@
 # or cookie (the --bidir race's drops, t_bidir_race.sh) makes a connection
 # arrive after the next one, on the client's leg (at the shim) or on the
 # shim's upstream leg (at the server).  The shim opens upstream connections
-# one at a time (server order = its order) and renumbers the stream ids of
-# both results JSON by matching byte counts, so each stream's line must show
-# the numbers of the stream it really exchanged data with.
+# one at a time (server order = its order), recovers the client's creation
+# order (accept order; after a held-up handshake, source ports confirmed by
+# accept order or SYN-ACK times; else byte counts) and renumbers the stream
+# ids of both results JSON (docs/results-pairing.md), so each stream's line
+# must show the numbers of the stream it really exchanged data with.
 #
 # Topology (netns.sh): client ns -- gateway ns (shim) -- server ns, with the
 # race's drop rule (p = 0.5 on packets 2-3 of every connection to the port) on
