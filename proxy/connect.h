@@ -11,6 +11,8 @@ struct tcp_opts {
     int  mss;        /* TCP_MAXSEG */
     int  nodelay;    /* TCP_NODELAY */
     int  mptcp;      /* connect with IPPROTO_MPTCP; plain TCP where the kernel has none */
+    const struct sockaddr_storage *source;  /* connect from this (non-local) address, port
+                                               the kernel's: --transparent-source; NULL: no */
 };
 
 /* Called once: fd >= 0 connected (now the caller's), or fd == -1 and err the

@@ -94,6 +94,9 @@ struct service {
     struct service_stats   stats;      /* what ended tests add up to */
     uint64_t               acl_refused;/* clients refused: not in the allowed networks */
     struct log_rate        acl_log;    /* at most one such line a second */
+    uint64_t               server_refused; /* transparent: destinations refused
+                                              (--allow-server, the shim itself) */
+    struct log_rate        server_log; /* at most one such line a second */
     bool                   retiring;   /* removed by a reload: closed once drained */
     bool                   mark;       /* scratch flag of the reload */
 };
