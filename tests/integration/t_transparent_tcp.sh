@@ -37,6 +37,9 @@
 #     client's address; the client sees the connect-back from A's address.
 #  9. iperf3 to B (v6, not allowed): reset at once, "not in --allow-server" logged,
 #     B saw no connection.
+# Phase 3: nftables REDIRECT (nat) instead of TPROXY, shim --transparent
+# 10. iperf3 -n 32M to A (v4) and B (v6), iperf2 -d to A: as in 1 and 2; the shim
+#     found each destination in conntrack (SO_ORIGINAL_DST, IP6T_SO_ORIGINAL_DST).
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 . "$here/lib_transparent.sh"
@@ -225,9 +228,36 @@ it_wait_log_count "$LOG2" "refusing TCP client \[$TP_C6\]:[0-9]+ to \[$TP_B6\]:5
     && it_log "ok not allowed: '$err' in $ms ms, logged" || bad "no log line for the server not allowed"
 [ "$(grep -c "Accepted connection" "$IT_TMP/b3.log")" = "$before" ] || bad "server B saw a connection although not allowed"
 kill -0 "$SHIM_PID" 2>/dev/null || bad "shim 2 exited: $(tail -n 3 "$LOG2")"
+it_stop_pid "$SHIM_PID"
+
+# ---------------------------------------------------------------- phase 3
+it_log "phase 3: REDIRECT instead of TPROXY (the destination from conntrack)"
+# with no shim on $TP_SHIM_PORT the TPROXY rule finds no socket and does not match;
+# the nat chain then redirects to the shim's port $TP_SHIM_PORT+1
+RPORT=$((TP_SHIM_PORT + 1))
+tp_exec "$TP_G" nft -f - <<NFT || bad "cannot load the REDIRECT rules"
+table inet iperf_shim_nat {
+    chain prerouting {
+        type nat hook prerouting priority dstnat; policy accept;
+        iifname "c0" ip saddr $TP_C4 tcp dport { 5001, 5201 } redirect to :$RPORT
+        iifname "c0" ip6 saddr $TP_C6 tcp dport { 5001, 5201 } redirect to :$RPORT
+    }
+}
+NFT
+it_start_shim shim3 "$TP_G" -- --listen "[::]:$RPORT" --transparent --handshake-timeout 3
+LOG3=$IT_TMP/shim3.log
+it_log "10. iperf3 and iperf2 -d via REDIRECT"
+i3 x4 "$TP_A" "$TP_C4" "$TP_A4" -n "$N3"; i3 x4-d "$TP_A" "$TP_D4" "$TP_A4" -n "$N3"
+i3 x6 "$TP_B" "$TP_C6" "$TP_B6" -n "$N3"; i3 x6-d "$TP_B" "$TP_D6" "$TP_B6" -n "$N3"
+compare x4
+compare x6
+i2 xd4 "$TP_C4" "$TP_A4" -d; i2check xd4
+n=$(it_shim_test_lines "$LOG3" | grep -cE "server ($TP_A4|\\[$TP_B6\\]):5201, mode TCP,")
+[ "$n" = 2 ] && it_log "ok the shim relayed both iperf3 tests to their addressed servers" || bad "$n iperf3 tests relayed to A and B via REDIRECT, want 2"
+kill -0 "$SHIM_PID" 2>/dev/null || bad "shim 3 exited: $(tail -n 3 "$LOG3")"
 
 it_log "shim warnings:"
-grep -hE '\b(warn|error)\b' "$LOG1" "$LOG2" | sed 's/^/#   /'
+grep -hE '\b(warn|error)\b' "$LOG1" "$LOG2" "$LOG3" | sed 's/^/#   /'
 if [ ${#FAILS[@]} -gt 0 ]; then
     echo "FAIL: ${#FAILS[@]} check(s) failed"
     exit 1
