@@ -324,7 +324,8 @@ static void back_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
     socklen_t tolen = net_set_port(&to, s->hdr.port);
     log_debug("iperf2 connect-back from server %s, relaying to client %s", addr_s(&peer, who),
               addr_s(&to, to_s));
-    struct tcp_opts o = { .source = source_transparent(s) ? &s->server : NULL };
+    struct tcp_opts o = { .source = source_transparent(s) ? &s->server : NULL,
+                          .mark = s->svc->cfg.transparent_mark };
     if (connector_start(&b->conn, s->loop, &to, tolen, &o, s->svc->cfg.connect_timeout,
                         back_connected, b) == -1) {
         log_warn("iperf2 connect-back to client %s: no socket: %s; closing the server's "
@@ -471,7 +472,8 @@ static int sess_connect(struct sess *s)
 {
     struct pool *p = &s->svc->pool2;
     if (s->direct) {   /* the server the client addressed */
-        struct tcp_opts o = { .source = source_transparent(s) ? &s->client : NULL };
+        struct tcp_opts o = { .source = source_transparent(s) ? &s->client : NULL,
+                              .mark = s->svc->cfg.transparent_mark };
         s->tries++;
         if (connector_start(&s->conn, s->loop, &s->server, s->server_len, &o,
                             s->svc->cfg.connect_timeout, main_connected, s) == -1) {

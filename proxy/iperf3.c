@@ -706,7 +706,7 @@ static void ctrl_ask(struct test *t, int i)
  * address with --transparent-source). */
 static void ctrl_connect(struct test *t)
 {
-    struct tcp_opts o = { .source = i3_upstream_source(t) };
+    struct tcp_opts o = { .source = i3_upstream_source(t), .mark = t->svc->cfg.transparent_mark };
     t->phase = CTRL_CONNECTING;
     if (connector_start(&t->ctrl_conn, t->loop, &t->server, t->server_len, &o,
                         t->svc->cfg.connect_timeout, ctrl_connected, t) == -1) {

@@ -63,6 +63,7 @@ struct service_config {
                                     client addressed (TPROXY/REDIRECT), not cfg.upstream */
     bool     transparent_source; /* upstream legs carry the client's address (needs transparent) */
     struct acl allow_server;     /* transparent: server networks served (empty: all) */
+    uint32_t transparent_mark;   /* transparent: SO_MARK of upstream sockets (0: none) */
 };
 
 /* Defaults of every setting (the addresses are left empty). */

@@ -30,11 +30,13 @@
 #  5. the shim's own port addressed directly (10.213.1.1:$TP_SHIM_PORT): reset at
 #     once, one log line, no test.
 #  6. the TPROXY rule counted the intercepted packets; the direct runs bypassed it.
-# Phase 2: shim --transparent --transparent-source --allow-server A's networks
+# Phase 2: shim --transparent --transparent-source --transparent-mark 0x2a
+#          --allow-server A's networks
 #  7. iperf3 -n 32M to A (v4) and -R -n 32M (v6): compared with direct runs as in 1;
 #     A's log shows the client's own address as the peer.
 #  8. iperf2 -d -n 16M to A (v4): both streams carry 16 MiB; A connects back to the
-#     client's address; the client sees the connect-back from A's address.
+#     client's address; the client sees the connect-back from A's address.  The
+#     gateway's output hook counted packets with the shim's mark 0x2a.
 #  9. iperf3 to B (v6, not allowed): reset at once, "not in --allow-server" logged,
 #     B saw no connection.
 # Phase 3: nftables REDIRECT (nat) instead of TPROXY, shim --transparent
@@ -200,7 +202,15 @@ it_stop_pid "$SHIM_PID"
 
 # ---------------------------------------------------------------- phase 2
 it_log "phase 2: --transparent --transparent-source --allow-server A"
-tp_shim shim2 --handshake-timeout 3 --transparent-source \
+tp_exec "$TP_G" nft -f - <<'NFT' || bad "cannot load the mark-counting chain"
+table inet t_mark {
+    chain output {
+        type filter hook output priority 0; policy accept;
+        meta mark 0x2a counter
+    }
+}
+NFT
+tp_shim shim2 --handshake-timeout 3 --transparent-source --transparent-mark 0x2a \
     --allow-server 10.213.2.0/24 --allow-server fd00:213:2::/64
 LOG2=$IT_TMP/shim2.log
 
@@ -217,6 +227,9 @@ i2 sd4 "$TP_C4" "$TP_A4" -d; i2check sd4
 grep -q "Client connecting to $TP_C4, TCP port" "$IT_TMP/a2.log" || bad "server A did not connect back to the client's address"
 grep -q "port 5001 connected with $TP_A4 port" "$IT_TMP/sd4.out" || bad "the client did not see the connect-back from A's address"
 
+marked=$(tp_exec "$TP_G" nft list chain inet t_mark output | sed -n 's/.*counter packets \([0-9]*\).*/\1/p')
+[ "${marked:-0}" -gt 0 ] && it_log "ok --transparent-mark: $marked packets of the shim left with mark 0x2a" \
+    || bad "no packet of the shim carried --transparent-mark 0x2a"
 it_log "9. a server outside --allow-server"
 before=$(grep -c "Accepted connection" "$IT_TMP/b3.log")
 t0=$(date +%s%N)
