@@ -21,6 +21,7 @@
 #     and counts exactly what the sender sent; A's log shows the shim's gateway address as the
 #     peer (no --transparent-source).  --bidir: both runs within it_iperf3_check's
 #     bounds, numbers printed.
+# 1b. iperf3 -t 2 to A (v4) and -R -t 2 to B (v6) at the same time: both pass.
 #  2. iperf2 -d -n 16M (v4, A) and -r -n 16M (v6, B): both streams carry 16 MiB, as
 #     in the direct run; the shim's line counts the connect-back.
 #  3. busy: while a direct client runs a test on A, a client through the shim gets
@@ -42,6 +43,12 @@
 # Phase 3: nftables REDIRECT (nat) instead of TPROXY, shim --transparent
 # 10. iperf3 -n 32M to A (v4) and B (v6), iperf2 -d to A: as in 1 and 2; the shim
 #     found each destination in conntrack (SO_ORIGINAL_DST, IP6T_SO_ORIGINAL_DST).
+# Phase 4: shim --transparent --transparent-source, t_bidir_race's drops (handshake
+#          ACK and cookie of new connections to 5201, p = 1/2) on the client's leg
+#          and on the shim's upstream leg
+# 11. iperf3 --bidir -P 2 -t 1, 6 runs through the shim (4 v4, 2 v6): every run has
+#     data in every stream both ways; 6 direct runs under the same drops are
+#     counted (the race crosses some of them), not asserted.
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 . "$here/lib_transparent.sh"
@@ -131,6 +138,18 @@ l=$(shim_line "$LOG1" "$TP_A4"); case $l in *"bytes client->server $sent, server
 sent=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["end"]["sum_sent"]["bytes"])' "$IT_TMP/r6.json")
 l=$(shim_line "$LOG1" "[$TP_B6]"); case $l in *"mode TCP reverse"*"server->client $sent, control closed"*) it_log "ok shim line: ${l#*info  }";; *) bad "shim line for r6: '$l'";; esac
 grep -q "Accepted connection from $TP_GA4, port" "$IT_TMP/a3.log" || bad "server A did not see the gateway's address $TP_GA4 (no --transparent-source)"
+
+it_log "1b. two servers at once: iperf3 -t 2 to A (v4) and B (v6) in parallel"
+listening "$TP_A" 5201; listening "$TP_B" 5201
+tp_exec "$TP_C" timeout 30 iperf3 -J -c "$TP_A4" -B "$TP_C4" -t 2 >"$IT_TMP/parA.json" 2>&1 &
+PA=$!
+tp_exec "$TP_C" timeout 30 iperf3 -J -c "$TP_B6" -B "$TP_C6" -t 2 -R >"$IT_TMP/parB.json" 2>&1
+wait "$PA"
+for f in parA parB; do
+    m=default; [ $f = parB ] && m=reverse
+    it_iperf3_check "$IT_TMP/$f.json" --mode $m --timed >"$IT_TMP/$f.check" && it_log "ok $f: $(cat "$IT_TMP/$f.check")" \
+        || { cat "$IT_TMP/$f.check"; bad "$f: parallel test through the shim"; }
+done
 
 it_log "2. iperf2 -d / -r through the shim and directly"
 # i2 NAME SRC DST ARGS...: iperf2 client, streams parsed (see lib.sh it_iperf2_streams)
@@ -269,8 +288,49 @@ n=$(it_shim_test_lines "$LOG3" | grep -cE "server ($TP_A4|\\[$TP_B6\\]):5201, mo
 [ "$n" = 2 ] && it_log "ok the shim relayed both iperf3 tests to their addressed servers" || bad "$n iperf3 tests relayed to A and B via REDIRECT, want 2"
 kill -0 "$SHIM_PID" 2>/dev/null || bad "shim 3 exited: $(tail -n 3 "$LOG3")"
 
+it_stop_pid "$SHIM_PID"
+
+# ---------------------------------------------------------------- phase 4
+it_log "phase 4: the --bidir role race (esnet/iperf #2029) on both legs, transparently"
+tp_exec "$TP_G" nft delete table inet iperf_shim_nat
+tp_shim shim4 --handshake-timeout 3 --transparent-source
+LOG4=$IT_TMP/shim4.log
+# t_bidir_race's drop: the handshake ACK and the cookie of a new connection to 5201,
+# each lost with probability 1/2, on the client's output (client leg, and direct runs),
+# the gateway's output (the shim's upstream leg) and forward (direct runs)
+DROP=(-p tcp --dport 5201 -m connbytes --connbytes 2:3 --connbytes-dir original
+      --connbytes-mode packets -m statistic --mode random --probability 0.5 -j DROP)
+for t in "$TP_C OUTPUT" "$TP_G OUTPUT" "$TP_G FORWARD"; do
+    set -- $t
+    tp_exec "$1" iptables -A "$2" "${DROP[@]}" && tp_exec "$1" ip6tables -A "$2" "${DROP[@]}" \
+        || it_skip "iptables lacks the connbytes/statistic matches"
+done
+it_log "11. --bidir -P 2 -t 1, 6 runs through the shim (4 IPv4, 2 IPv6) and 6 directly"
+crossed=0 ok=0
+for i in 1 2 3 4 5 6; do
+    if [ $i -le 4 ]; then src=$TP_C4 dsrc=$TP_D4 dst=$TP_A4; else src=$TP_C6 dsrc=$TP_D6 dst=$TP_A6; fi
+    i3 race$i "$TP_A" "$src" "$dst" --bidir -P 2 -t 1
+    if it_iperf3_check "$IT_TMP/race$i.json" --mode bidir -P 2 --timed --per-stream-note >"$IT_TMP/race$i.check"; then
+        ok=$((ok + 1))
+    else
+        cat "$IT_TMP/race$i.check"; bad "race run $i through the shim"
+    fi
+    i3 race$i-d "$TP_A" "$dsrc" "$dst" --bidir -P 2 -t 1
+    it_iperf3_check "$IT_TMP/race$i-d.json" --mode bidir -P 2 --timed >/dev/null || crossed=$((crossed + 1))
+done
+drops=$(( $(tp_exec "$TP_C" iptables -nvxL OUTPUT | awk '$3 == "DROP" { s += $1 } END { print s + 0 }') +
+          $(tp_exec "$TP_G" iptables -nvxL OUTPUT | awk '$3 == "DROP" { s += $1 } END { print s + 0 }') ))
+[ "$drops" -gt 0 ] || bad "the drop rules dropped nothing: the race was not provoked"
+it_log "ok through the shim $ok/6 runs with data in every stream both ways; directly $crossed/6 runs failed" \
+       "(the race); $drops IPv4 handshake packets dropped; 'bidir roles fixed' logged $(grep -c 'bidir roles fixed' "$LOG4") times"
+for t in "$TP_C OUTPUT" "$TP_G OUTPUT" "$TP_G FORWARD"; do
+    set -- $t
+    tp_exec "$1" iptables -D "$2" "${DROP[@]}"; tp_exec "$1" ip6tables -D "$2" "${DROP[@]}"
+done
+kill -0 "$SHIM_PID" 2>/dev/null || bad "shim 4 exited: $(tail -n 3 "$LOG4")"
+
 it_log "shim warnings:"
-grep -hE '\b(warn|error)\b' "$LOG1" "$LOG2" "$LOG3" | sed 's/^/#   /'
+grep -hE '\b(warn|error)\b' "$LOG1" "$LOG2" "$LOG3" "$LOG4" | sed 's/^/#   /'
 if [ ${#FAILS[@]} -gt 0 ]; then
     echo "FAIL: ${#FAILS[@]} check(s) failed"
     exit 1
