@@ -57,9 +57,12 @@ struct front_arrival;
  * data connection of a test in progress.  arr->seq numbers connections in
  * the order they were accepted (the kernel's order of completed handshakes),
  * which may differ from the order their cookies arrived in; arr's times
- * help order data connections as the client created them. */
+ * help order data connections as the client created them.  dst: with
+ * --transparent, the server the client addressed (a new test goes there,
+ * not to the pool); NULL otherwise. */
 void i3_accept(struct service *svc, int fd, const struct sockaddr_storage *peer,
-               const uint8_t cookie[I3_COOKIE_SIZE], const struct front_arrival *arr);
+               const struct sockaddr_storage *dst, const uint8_t cookie[I3_COOKIE_SIZE],
+               const struct front_arrival *arr);
 
 /* The server a new iperf3 UDP stream from client goes to: that of the test
  * of the same host whose server is creating streams (CREATE_STREAMS sent,
