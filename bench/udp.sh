@@ -4,7 +4,11 @@
 # usage: bench/udp.sh [options] [SHIM]        (SHIM defaults to ./iperf-shim)
 #   -r, --rounds N     rounds per configuration        (BENCH_ROUNDS, default 3)
 #   -t, --time S       iperf3 -t seconds                (BENCH_TIME, default 5)
-#   -c, --configs L    comma list of direct,shim,socat (BENCH_CONFIGS, default all)
+#   -c, --configs L    comma list of direct,shim,socat,alt (BENCH_CONFIGS, default
+#                      direct,shim,socat); alt is a second shim, started with
+#                      the extra arguments of --alt-args, for A/B runs of a lever
+#   -a, --alt-args A   the alt shim's extra arguments, e.g. "--no-udp-gso"
+#                      (BENCH_ALT_ARGS)
 #   -T, --tests L      comma list of RATE-LEN tests, RATE 1G (any iperf3 -b value)
 #                      or max (-b 0), LEN the datagram size in bytes
 #                      (BENCH_TESTS, default 1G-64,1G-1400,max-64,max-1400)
@@ -58,11 +62,13 @@ PIN=${BENCH_PIN:-0}
 IPERF_CPUS=${BENCH_IPERF_CPUS:-0}
 PROXY_CPUS=${BENCH_PROXY_CPUS:-1}
 OUT=${BENCH_OUT:-}
+ALT_ARGS=${BENCH_ALT_ARGS:-}
 SHIM=./iperf-shim
 
 PORT_IPERF=15550
 PORT_SHIM=15551
 PORT_SOCAT=15552
+PORT_ALT=15553
 HOST=127.0.0.1
 
 die() { echo "bench: $*" >&2; exit 2; }
@@ -76,6 +82,7 @@ while [ $# -gt 0 ]; do
         -R|--reverse) REVERSE=1; shift ;;
         -p|--pin)     PIN=1; shift ;;
         -o|--out)     OUT=${2:?}; shift 2 ;;
+        -a|--alt-args) ALT_ARGS=${2?}; shift 2 ;;
         -h|--help)    sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         -*)           die "unknown option $1 (see --help)" ;;
         *)            SHIM=$1; shift ;;
@@ -86,7 +93,7 @@ done
 IFS=, read -r -a CFG_LIST <<<"$CONFIGS"
 IFS=, read -r -a TEST_LIST <<<"$TESTS"
 for c in "${CFG_LIST[@]}"; do
-    case $c in direct|shim|socat) ;; *) die "unknown config $c" ;; esac
+    case $c in direct|shim|socat|alt) ;; *) die "unknown config $c" ;; esac
 done
 for t in "${TEST_LIST[@]}"; do
     [[ $t =~ ^([0-9]+[KMG]?|max)-([0-9]+)$ ]] || die "bad test $t (want RATE-LEN, e.g. 1G-64 or max-1400)"
@@ -101,7 +108,7 @@ has_cfg socat && need+=(socat)
 for b in "${need[@]}"; do
     command -v "$b" >/dev/null || die "$b not found (scripts/install-deps.sh installs it)"
 done
-if has_cfg shim; then
+if has_cfg shim || has_cfg alt; then
     [ -x "$SHIM" ] || die "shim binary '$SHIM' not found or not executable (build it, or pass --configs without shim)"
 fi
 CLK_TCK=$(getconf CLK_TCK)
@@ -251,7 +258,7 @@ PYEOF
     MON_PID=$!
 }
 
-for p in $PORT_IPERF $PORT_SHIM $PORT_SOCAT; do
+for p in $PORT_IPERF $PORT_SHIM $PORT_SOCAT $PORT_ALT; do
     listening "$p" && die "TCP port $p already in use"
     udp_bound "$p" && die "UDP port $p already in use"
 done
@@ -263,6 +270,12 @@ if has_cfg shim; then
     start shim tcp "$PORT_SHIM" "${pin_proxy[@]}" "$SHIM" --listen "$HOST:$PORT_SHIM" \
         --upstream "$HOST:$PORT_IPERF" --log-level warn || exit 2
     PROXY_PIDS[shim]=$STARTED_PID PROXY_PORT[shim]=$PORT_SHIM
+fi
+if has_cfg alt; then
+    # shellcheck disable=SC2086
+    start alt tcp "$PORT_ALT" "${pin_proxy[@]}" "$SHIM" --listen "$HOST:$PORT_ALT" \
+        --upstream "$HOST:$PORT_IPERF" --log-level warn $ALT_ARGS || exit 2
+    PROXY_PIDS[alt]=$STARTED_PID PROXY_PORT[alt]=$PORT_ALT
 fi
 if has_cfg socat; then
     start socat-udp udp "$PORT_SOCAT" "${pin_proxy[@]}" socat -T 5 \
@@ -284,6 +297,7 @@ echo "# iperf3 -u -t $TIME on loopback$([ "$REVERSE" = 1 ] && echo ", -R (server
      "(~$(( NRUNS * (TIME + 2) / 60 + 1 )) min); pin=$PIN; CLK_TCK=$CLK_TCK"
 [ "$PIN" = 1 ] && echo "# pinned: iperf3 on CPU $IPERF_CPUS, proxy on CPU $PROXY_CPUS"
 has_cfg shim && echo "# shim: $SHIM"
+has_cfg alt && echo "# alt: $SHIM $ALT_ARGS"
 FMT='%-5s %-9s %-6s %10s %10s %10s %7s %7s %7s %7s %6s %9s\n'
 printf "$FMT" round test config sent recv recv/s loss% iperf% @proxy% jit_ms cpu_s kdg/cpus
 

@@ -51,6 +51,8 @@ static void usage(FILE *out)
 "                           are read as it reads them, parameters it will refuse (3.18+:\n"
 "                           over 8 KiB) are logged (default: nothing assumed)\n"
 "  --no-splice              move TCP data with read/write instead of splice\n"
+"  --no-udp-gso             send every UDP datagram on its own (default: runs of equal-\n"
+"                           sized datagrams leave in one UDP_SEGMENT send)\n"
 "  --allow CIDR             serve only clients in this network (repeat for more;\n"
 "                           default: everyone), e.g. 10.0.0.0/8, 2001:db8::/32\n"
 "  --max-tests-per-client N tests at once from one client address (default 0: no limit)\n"

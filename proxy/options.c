@@ -11,7 +11,7 @@
 enum opt_id {
     O_LISTEN, O_UPSTREAM, O_UPSTREAM2, O_PROTOCOL, O_NAME,
     O_CONNECT, O_HANDSHAKE, O_IDLE, O_ROLE, O_FENCE, O_LINGER,
-    O_MAXFLOWS, O_PARAMS, O_RESULTS, O_UDPCONN, O_NOSPLICE,
+    O_MAXFLOWS, O_PARAMS, O_RESULTS, O_UDPCONN, O_NOSPLICE, O_NOUDPGSO,
     O_UP3VER, O_LOGLEVEL, O_LOGFORMAT, O_SYSLOG, O_DRAIN, O_METRICS, O_ALLOW, O_MAXTESTS, O_MAXDUR,
     O_QTIMEOUT, O_QMAX,
 };
@@ -34,6 +34,7 @@ const struct opt_def shim_options[] = {
     { "upstream-iperf3-version", "upstream_iperf3_version", OPT_SERVICE, OPT_STRING, O_UP3VER },
     { "udp-connected",     "udp_connected",     OPT_SERVICE, OPT_FLAG,   O_UDPCONN },
     { "no-splice",         "no_splice",         OPT_SERVICE, OPT_FLAG,   O_NOSPLICE },
+    { "no-udp-gso",        "no_udp_gso",        OPT_SERVICE, OPT_FLAG,   O_NOUDPGSO },
     { "allow",             "allow",             OPT_SERVICE, OPT_LIST,   O_ALLOW },
     { "max-tests-per-client", "max_tests_per_client", OPT_SERVICE, OPT_STRING, O_MAXTESTS },
     { "max-duration",      "max_duration",      OPT_SERVICE, OPT_STRING, O_MAXDUR },
@@ -177,6 +178,11 @@ int opt_set(const struct opt_def *d, const char *v, struct shim_config *c,
         s->use_splice = !b;
         *why = "expected true or false";
         break;
+    case O_NOUDPGSO:
+        bad = parse_bool(v, &b);
+        s->udp_gso = !b;
+        *why = "expected true or false";
+        break;
     case O_LOGLEVEL:
         bad = log_level_parse(v, &c->log_level);
         *why = "expected error, warn, info or debug";
@@ -257,7 +263,7 @@ void shim_config_print(const struct shim_config *c, FILE *out)
         char l[ADDR_STR_MAX], u[POOL_LIST_STR_MAX], u2[POOL_LIST_STR_MAX];
         fprintf(out, "service %s: listen %s (TCP and UDP), protocol %s; iperf3 -> %s, "
                 "iperf2 -> %s; timeouts: connect %g s, handshake %g s, idle %g s, role %g s; "
-                "fence %g s; UDP linger %g s, max flows %d%s; max params %u, max results %u%s; "
+                "fence %g s; UDP linger %g s, max flows %d%s; max params %u, max results %u%s%s; "
                 "clients: %s%d network(s)%s, max tests per client %d, max duration %g s; "
                 "queue max %d, timeout %g s\n",
                 s->name, net_addr_str((const struct sockaddr *)&s->listen_addr, l, sizeof(l)),
@@ -268,6 +274,7 @@ void shim_config_print(const struct shim_config *c, FILE *out)
                 s->fence_timeout, s->udp_linger, s->max_flows,
                 s->udp_connected ? ", connected UDP sockets" : "",
                 s->params_max, s->results_max, s->use_splice ? "" : "; splice off",
+                s->udp_gso ? "" : "; UDP GSO off",
                 s->allow.n ? "" : "any (", s->allow.n, s->allow.n ? "" : ")",
                 s->max_tests_per_client, s->max_duration, s->queue_max, s->queue_timeout);
     }

@@ -30,6 +30,8 @@
 #define HASH_BUCKETS 4096                /* flow table buckets */
 #define SOCKBUF      (4 * 1024 * 1024)   /* listener and upstream socket buffers */
 #define QUEUE_BYTES  (4u * 1024u * 1024u)/* per-flow, per-direction queue bound */
+#define GSO_SEGS     64                  /* datagrams per UDP_SEGMENT send (kernel: 64 or more) */
+#define GSO_BYTES    63000               /* bytes per UDP_SEGMENT send (one IP packet's worth) */
 
 struct service;
 struct service_config;
@@ -86,6 +88,7 @@ struct udp_flow {
     uint64_t         dgrams[2];       /* datagrams delivered client->server, server->client */
     uint64_t         bytes[2];        /* bytes delivered, same order */
     uint64_t         drops;           /* queue overflows */
+    bool             gso_off[2];      /* a UDP_SEGMENT send was refused this way: one by one */
     uint32_t         fins;            /* final datagrams received from the client */
     uint32_t         fins_answered;   /* of those, answered from the kept report */
     uint32_t         icmp;            /* ICMP errors absorbed on this flow's socket */
