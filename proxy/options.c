@@ -12,7 +12,7 @@ enum opt_id {
     O_LISTEN, O_UPSTREAM, O_UPSTREAM2, O_PROTOCOL, O_NAME,
     O_CONNECT, O_HANDSHAKE, O_IDLE, O_ROLE, O_FENCE, O_LINGER,
     O_MAXFLOWS, O_PARAMS, O_RESULTS, O_UDPCONN, O_NOSPLICE, O_NOUDPGSO,
-    O_UP3VER, O_LOGLEVEL, O_LOGFORMAT, O_SYSLOG, O_DRAIN, O_METRICS, O_ALLOW, O_MAXTESTS, O_MAXDUR,
+    O_UP3VER, O_LOGLEVEL, O_LOGFORMAT, O_SYSLOG, O_DRAIN, O_BATCH, O_METRICS, O_ALLOW, O_MAXTESTS, O_MAXDUR,
     O_QTIMEOUT, O_QMAX,
 };
 
@@ -45,6 +45,7 @@ const struct opt_def shim_options[] = {
     { "syslog",            "syslog",            OPT_GLOBAL,  OPT_FLAG,   O_SYSLOG },
     { "drain-timeout",     "drain_timeout",     OPT_GLOBAL,  OPT_STRING, O_DRAIN },
     { "metrics",           "metrics",           OPT_GLOBAL,  OPT_STRING, O_METRICS },
+    { "batch-interval",    "batch_interval",    OPT_GLOBAL,  OPT_STRING, O_BATCH },
     { NULL, NULL, 0, 0, 0 },
 };
 
@@ -53,6 +54,7 @@ void shim_config_defaults(struct shim_config *c)
     memset(c, 0, sizeof(*c));
     c->log_level = LOG_INFO;
     c->drain_timeout = 60.0;
+    c->batch_interval = BATCH_INTERVAL_DEFAULT;
 }
 
 const struct opt_def *opt_by_key(const char *key)
@@ -139,6 +141,10 @@ int opt_set(const struct opt_def *d, const char *v, struct shim_config *c,
     case O_FENCE:     return parse_seconds(v, &s->fence_timeout, why);
     case O_LINGER:    return parse_seconds(v, &s->udp_linger, why);
     case O_DRAIN:     return parse_seconds(v, &c->drain_timeout, why);
+    case O_BATCH:
+        bad = parse_seconds(v, &c->batch_interval, why) != 0 || c->batch_interval > 0.01;
+        *why = "expected seconds from 0 to 0.01 (e.g. 0.0005)";
+        break;
     case O_MAXDUR:    return parse_seconds(v, &s->max_duration, why);
     case O_QTIMEOUT:  return parse_seconds(v, &s->queue_timeout, why);
     case O_QMAX:
@@ -255,9 +261,11 @@ void shim_config_print(const struct shim_config *c, FILE *out)
     char m[ADDR_STR_MAX] = "none";
     if (c->metrics_len > 0)
         net_addr_str((const struct sockaddr *)&c->metrics_addr, m, sizeof(m));
-    fprintf(out, "log level %s, format %s%s, drain timeout %g s, metrics %s, %d service(s)\n",
+    fprintf(out, "log level %s, format %s%s, drain timeout %g s, batch interval %g s, "
+            "metrics %s, %d service(s)\n",
             level[c->log_level], c->log_format == LOG_JSON ? "json" : "text",
-            c->log_syslog ? " and syslog" : "", c->drain_timeout, m, c->nservices);
+            c->log_syslog ? " and syslog" : "", c->drain_timeout, c->batch_interval, m,
+            c->nservices);
     for (int i = 0; i < c->nservices; i++) {
         const struct service_config *s = &c->services[i];
         char l[ADDR_STR_MAX], u[POOL_LIST_STR_MAX], u2[POOL_LIST_STR_MAX];

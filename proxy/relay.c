@@ -176,11 +176,26 @@ static void relay_touch(struct relay *r)
 }
 
 /* Stops watchers, closes everything and reports the end to the owner. */
+static int running[RELAY_KINDS];   /* relay_running() */
+
+int relay_running(enum relay_kind kind)
+{
+    return running[kind];
+}
+
+static void relay_uncount(struct relay *r)
+{
+    if (r->counted)
+        running[r->opts.kind]--;
+    r->counted = false;
+}
+
 static void relay_end(struct relay *r, enum relay_end how)
 {
     if (r->ended)
         return;
     r->ended = true;
+    relay_uncount(r);
     for (int s = 0; s < 2; s++) {
         ev_io_stop(r->loop, &r->rd[s]);
         ev_io_stop(r->loop, &r->wr[s]);
@@ -552,6 +567,8 @@ void relay_start(struct relay *r)
         ev_timer_again(r->loop, &r->idle_timer);
     }
     r->started = true;
+    r->counted = true;
+    running[r->opts.kind]++;
     /* deliver preloaded bytes at once; watchers only where needed */
     for (int d = 0; d < 2; d++) {
         if (!flow_push(r, d)) {
@@ -651,6 +668,7 @@ void relay_free(struct relay *r)
     if (r == NULL)
         return;
     if (!r->ended) {
+        relay_uncount(r);
         for (int s = 0; s < 2; s++) {
             if (r->started) {
                 ev_io_stop(r->loop, &r->rd[s]);
