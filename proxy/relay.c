@@ -4,6 +4,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -569,6 +571,15 @@ void relay_start(struct relay *r)
     r->started = true;
     r->counted = true;
     running[r->opts.kind]++;
+    if (r->opts.kind == RELAY_TIMED) {
+        /* timed data (iperf2 --trip-times stamps every write) goes on as it
+         * comes: no Nagle wait for the ACK of the segment before, which the
+         * client may have switched off (-N) and the server acknowledges
+         * late (delayed ACK, up to 40 ms) */
+        int one = 1;
+        for (int s = 0; s < 2; s++)
+            setsockopt(r->fd[s], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    }
     /* deliver preloaded bytes at once; watchers only where needed */
     for (int d = 0; d < 2; d++) {
         if (!flow_push(r, d)) {
