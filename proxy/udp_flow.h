@@ -142,6 +142,10 @@ const char *udp_flow_client_str(const struct udp_flow *f, char *buf);
 
 /* ---- udp_io.c: moving datagrams */
 
+/* Gives a UDP socket of the shim SOCKBUF bytes of receive and send buffer:
+ * beyond net.core.rmem_max/wmem_max where the process may (CAP_NET_ADMIN),
+ * else as much as they allow. */
+void udp_sockbufs(int fd);
 /* The address a received datagram was sent to, from its pktinfo (family 0 if unknown). */
 void udp_local_from_cmsg(const struct udp_state *u, struct msghdr *mh,
                          struct sockaddr_storage *local);

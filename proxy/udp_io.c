@@ -21,6 +21,15 @@
 struct udp_batch udp_batch;
 #define B (&udp_batch)
 
+void udp_sockbufs(int fd)
+{
+    int sz = SOCKBUF;
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &sz, sizeof(sz)) == -1)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &sz, sizeof(sz)) == -1)
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+}
+
 void udp_local_from_cmsg(const struct udp_state *u, struct msghdr *mh,
                             struct sockaddr_storage *local)
 {
