@@ -496,6 +496,47 @@ static void bytes_both_ways(void **state, enum pair_kind kind, bool splice)
     }
 }
 
+/* ---- what a relay carries: counted while it runs; timed data without Nagle ---- */
+
+static int nodelay(int fd)
+{
+    int v = -1;
+    socklen_t l = sizeof(v);
+    assert_int_equal(getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &v, &l), 0);
+    return v;
+}
+
+static void kind__counted_from_start_to_end__timed_legs_nodelay(void **state)
+{
+    struct fx *fx = *state;
+    fx->o.kind = RELAY_TIMED;
+    fx_open(fx, PAIR_TCP4, true);
+    assert_int_equal(relay_running(RELAY_TIMED), 0);   /* not before it starts */
+    assert_int_equal(nodelay(fx->rfd[0]), 0);
+    fx_start(fx);
+    assert_int_equal(relay_running(RELAY_TIMED), 1);
+    assert_int_equal(relay_running(RELAY_BULK), 0);
+    assert_true(nodelay(fx->rfd[0]) != 0);
+    assert_true(nodelay(fx->rfd[1]) != 0);
+    exchange_exact(fx, 1u << 20, 1u << 20);
+    assert_int_equal(fx->done_calls, 1);
+    assert_int_equal(relay_running(RELAY_TIMED), 0);   /* ended: no longer counted */
+}
+
+static void kind__bulk_aborted__uncounted_legs_keep_nagle(void **state)
+{
+    struct fx *fx = *state;
+    fx->o.kind = RELAY_BULK;
+    fx_open(fx, PAIR_TCP4, true);
+    int fd0 = dup(fx->rfd[0]);
+    fx_start(fx);
+    assert_int_equal(relay_running(RELAY_BULK), 1);
+    assert_int_equal(nodelay(fd0), 0);                  /* bulk data keeps Nagle */
+    close(fd0);
+    relay_abort(fx->r, false);
+    assert_int_equal(relay_running(RELAY_BULK), 0);
+}
+
 static void bytes__splice_unix__both_ways_exact(void **state) { bytes_both_ways(state, PAIR_UNIX, true); }
 static void bytes__copy_unix__both_ways_exact(void **state) { bytes_both_ways(state, PAIR_UNIX, false); }
 static void bytes__splice_tcp4__both_ways_exact(void **state) { bytes_both_ways(state, PAIR_TCP4, true); }
@@ -1354,6 +1395,8 @@ int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
+        T(kind__counted_from_start_to_end__timed_legs_nodelay),
+        T(kind__bulk_aborted__uncounted_legs_keep_nagle),
         T(bytes__splice_unix__both_ways_exact),
         T(bytes__copy_unix__both_ways_exact),
         T(bytes__splice_tcp4__both_ways_exact),
