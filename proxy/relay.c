@@ -388,11 +388,17 @@ static bool side_reset(struct relay *r, int side)
      * flow or still unread in our socket), and the last bytes moved toward
      * it, not from it.  A side that never said anything and resets (a
      * refused or dropped connection) is a failure. */
-    bool finished = from->state == FLOW_DRAIN || from->state == FLOW_SHUT ||
-                    from->state == FLOW_DISCARD ||
+    /* A side that sent its FIN while the other was still sending toward it
+     * and then resets is judged by the owner as well: a killed process with
+     * nothing unread sends a FIN, not a reset, and the data still coming
+     * then gets the reset. */
+    bool judged_ok = r->opts.reset_ok == NULL || r->opts.reset_ok(r->opts.arg, r, side);
+    bool sent_fin = from->state == FLOW_DRAIN || from->state == FLOW_SHUT;
+    bool finished = from->state == FLOW_DISCARD ||
+                    (sent_fin && (to->state != FLOW_OPEN || judged_ok)) ||
                     (from->bytes > 0 && flow_pending(from) == 0 && to->last_in > 0 &&
                      from->last_in <= to->last_in && sock_unread(r->fd[side]) == 0 &&
-                     (r->opts.reset_ok == NULL || r->opts.reset_ok(r->opts.arg, r, side)));
+                     judged_ok);
     if (!finished)
         return false;
     r->reset_absorbed = true;

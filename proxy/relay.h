@@ -80,7 +80,8 @@ typedef int (*relay_inspect_fn)(void *arg, int from, const uint8_t *buf, size_t 
  * owner may call relay_free() from inside it. */
 typedef void (*relay_done_fn)(void *arg, struct relay *r, enum relay_end how);
 /* Called when side `side` resets while it was receiving (it had spoken, and
- * the last bytes moved toward it): returns true if that is the end of its
+ * the last bytes moved toward it, or it had sent its FIN while the other side
+ * was still sending toward it): returns true if that is the end of its
  * transfer (the reset is absorbed), false if the transfer was cut short (the
  * reset is passed on, as for a side that was sending). */
 typedef bool (*relay_reset_fn)(void *arg, const struct relay *r, int side);

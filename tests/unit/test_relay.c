@@ -662,6 +662,54 @@ static void reset__after_fin__absorbed_server_gets_all_and_fin(void **state)
     assert_int_equal(SRV(fx)->rx_err, 0);
 }
 
+/* A server that sent its FIN while the client was still sending, then
+ * resets (a killed process with nothing unread sends a FIN; the data still
+ * coming gets the reset): the owner's reset_ok judges it like any reset of a
+ * receiving side.  Judged no: passed on; judged yes: absorbed. */
+static bool judge_no(void *arg, const struct relay *r, int side)
+{
+    (void)arg; (void)r; (void)side;
+    return false;
+}
+
+static bool judge_yes(void *arg, const struct relay *r, int side)
+{
+    (void)arg; (void)r; (void)side;
+    return true;
+}
+
+static void server_fin_then_reset(void **state, bool ok)
+{
+    struct fx *fx = *state;
+    fx->o.reset_ok = ok ? judge_yes : judge_no;
+    fx_open(fx, PAIR_TCP4, true);
+    fx_start(fx);
+    peer_send(CLI(fx), 16u << 20, true);
+    RUN_UNTIL(fx, SRV(fx)->rx_len > 0);
+    peer_send(SRV(fx), 0, true);                    /* the server's FIN */
+    RUN_UNTIL(fx, CLI(fx)->rx_eof);                 /* passed on */
+    peer_close(SRV(fx), true);                      /* then its reset */
+    RUN_UNTIL(fx, fx->done_calls > 0);
+    assert_int_equal(fx->err_side, SIDE_SERVER);
+    if (ok) {
+        assert_int_equal(fx->how, RELAY_END_CLOSED);
+        assert_true(fx->absorbed);
+    } else {
+        assert_int_equal(fx->how, RELAY_END_RESET);
+        assert_false(fx->absorbed);
+    }
+}
+
+static void reset__server_fin_then_reset_while_client_sends_judged_no__passed_on(void **state)
+{
+    server_fin_then_reset(state, false);
+}
+
+static void reset__server_fin_then_reset_while_client_sends_judged_yes__absorbed(void **state)
+{
+    server_fin_then_reset(state, true);
+}
+
 /* The same while the client's bytes are still on their way to the server,
  * which is not reading: the relay has read the client's FIN, and holds
  * bytes in its flow or in the kernel.  The reset costs none of them. */
@@ -1396,6 +1444,8 @@ int main(void)
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         T(kind__counted_from_start_to_end__timed_legs_nodelay),
+        T(reset__server_fin_then_reset_while_client_sends_judged_no__passed_on),
+        T(reset__server_fin_then_reset_while_client_sends_judged_yes__absorbed),
         T(kind__bulk_aborted__uncounted_legs_keep_nagle),
         T(bytes__splice_unix__both_ways_exact),
         T(bytes__copy_unix__both_ways_exact),
