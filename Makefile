@@ -158,6 +158,11 @@ build/tools/libwinsock_udp.so: tests/tools/winsock_udp.c
 bench-udp: iperf-shim
 	bench/udp.sh
 
+# Added latency at low rate (bench/latency.sh --help): iperf2 --trip-times direct vs. shim.
+.PHONY: bench-latency
+bench-latency: iperf-shim
+	bench/latency.sh
+
 # Coverage-guided fuzzing of protocol/ and compat/ (libFuzzer, clang, ASan + UBSan).
 # Not part of `make test`: `make fuzz FUZZ_SECONDS=300` runs it (default 60 s);
 # crashes are written to build/fuzz/ and fail the target.

@@ -5,8 +5,12 @@
 # usage: bench/run.sh [options] [SHIM]        (SHIM defaults to ./iperf-shim)
 #   -r, --rounds N     rounds per configuration        (BENCH_ROUNDS, default 3)
 #   -t, --time S       iperf3 -t seconds                (BENCH_TIME, default 5)
-#   -c, --configs L    comma list of direct,shim,haproxy,socat
-#                                                      (BENCH_CONFIGS, default all)
+#   -c, --configs L    comma list of direct,shim,haproxy,socat,alt
+#                      (BENCH_CONFIGS, default direct,shim,haproxy,socat); alt
+#                      is a second shim for A/B runs of a lever: --alt-bin
+#                      with the extra arguments of --alt-args
+#   -a, --alt-args A   the alt shim's extra arguments            (BENCH_ALT_ARGS)
+#   -b, --alt-bin B    the alt shim's binary (default SHIM)      (BENCH_ALT_BIN)
 #   -T, --tests L      comma list of p1,p4,bidir        (BENCH_TESTS, default all)
 #   -p, --pin          pin iperf3 (server+client) to BENCH_IPERF_CPUS (default 0)
 #                      and the proxy to BENCH_PROXY_CPUS (default 1)   (BENCH_PIN=1)
@@ -33,12 +37,15 @@ PIN=${BENCH_PIN:-0}
 IPERF_CPUS=${BENCH_IPERF_CPUS:-0}
 PROXY_CPUS=${BENCH_PROXY_CPUS:-1}
 OUT=${BENCH_OUT:-}
+ALT_ARGS=${BENCH_ALT_ARGS:-}
+ALT_BIN=${BENCH_ALT_BIN:-}
 SHIM=./iperf-shim
 
 PORT_IPERF=16201
 PORT_SHIM=16210
 PORT_HAPROXY=16220
 PORT_SOCAT=16230
+PORT_ALT=16240
 HOST=127.0.0.1
 
 HAPROXY=${HAPROXY:-/usr/sbin/haproxy}
@@ -54,6 +61,8 @@ while [ $# -gt 0 ]; do
         -T|--tests)   TESTS=${2:?}; shift 2 ;;
         -p|--pin)     PIN=1; shift ;;
         -o|--out)     OUT=${2:?}; shift 2 ;;
+        -a|--alt-args) ALT_ARGS=${2?}; shift 2 ;;
+        -b|--alt-bin) ALT_BIN=${2:?}; shift 2 ;;
         -h|--help)    sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         -*)           die "unknown option $1 (see --help)" ;;
         *)            SHIM=$1; shift ;;
@@ -64,7 +73,7 @@ done
 IFS=, read -r -a CFG_LIST <<<"$CONFIGS"
 IFS=, read -r -a TEST_LIST <<<"$TESTS"
 for c in "${CFG_LIST[@]}"; do
-    case $c in direct|shim|haproxy|socat) ;; *) die "unknown config $c" ;; esac
+    case $c in direct|shim|haproxy|socat|alt) ;; *) die "unknown config $c" ;; esac
 done
 for t in "${TEST_LIST[@]}"; do
     case $t in p1|p4|bidir) ;; *) die "unknown test $t" ;; esac
@@ -90,6 +99,9 @@ cleanup() {
     local p
     trap - EXIT INT TERM
     [ -n "${CLIENT_PID:-}" ] && PIDS+=("$CLIENT_PID")
+    # twice: a second signal makes a draining shim exit at once
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    sleep 0.2
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
     for p in "${PIDS[@]}"; do
         for _ in $(seq 30); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
@@ -127,7 +139,7 @@ wait_listen() {
 # and socat's children have exited and been reaped.
 quiesce() {
     local f="( sport = :$PORT_IPERF or dport = :$PORT_IPERF or sport = :$PORT_SHIM"
-    f+=" or sport = :$PORT_HAPROXY or sport = :$PORT_SOCAT )"
+    f+=" or sport = :$PORT_HAPROXY or sport = :$PORT_SOCAT or sport = :$PORT_ALT )"
     local open=1
     for _ in $(seq 100); do
         ss -Htn state connected exclude time-wait "$f" | grep -q . || { open=0; break; }
@@ -180,7 +192,8 @@ proc_ticks() {
     echo $(( f[11] + f[12] + f[13] + f[14] ))   # fields 14-17
 }
 
-for p in $PORT_IPERF $PORT_SHIM $PORT_HAPROXY $PORT_SOCAT; do
+ALT_BIN=${ALT_BIN:-$SHIM}
+for p in $PORT_IPERF $PORT_SHIM $PORT_HAPROXY $PORT_SOCAT $PORT_ALT; do
     listening "$p" && die "port $p already in use"
 done
 
@@ -191,6 +204,12 @@ if has_cfg shim; then
     start shim "$PORT_SHIM" "${pin_proxy[@]}" "$SHIM" --listen "$HOST:$PORT_SHIM" \
         --upstream "$HOST:$PORT_IPERF" --log-level warn || exit 2
     PROXY_PID[shim]=$STARTED_PID PROXY_PORT[shim]=$PORT_SHIM
+fi
+if has_cfg alt; then
+    # shellcheck disable=SC2086
+    start alt "$PORT_ALT" "${pin_proxy[@]}" "$ALT_BIN" --listen "$HOST:$PORT_ALT" \
+        --upstream "$HOST:$PORT_IPERF" --log-level warn $ALT_ARGS || exit 2
+    PROXY_PID[alt]=$STARTED_PID PROXY_PORT[alt]=$PORT_ALT
 fi
 if has_cfg haproxy; then
     sed -e "s/@LISTEN@/$HOST:$PORT_HAPROXY/" -e "s/@UPSTREAM@/$HOST:$PORT_IPERF/" \
@@ -223,6 +242,7 @@ echo "# iperf3 -t $TIME on loopback; $ROUNDS rounds x {${TESTS}} x {${CONFIGS}} 
      "(~$(( NRUNS * (TIME + 2) / 60 + 1 )) min); pin=$PIN; CLK_TCK=$CLK_TCK"
 [ "$PIN" = 1 ] && echo "# pinned: iperf3 on CPU $IPERF_CPUS, proxy on CPU $PROXY_CPUS"
 has_cfg shim && echo "# shim: $SHIM"
+has_cfg alt && echo "# alt: $ALT_BIN $ALT_ARGS"
 printf '%-5s %-6s %-8s %10s %10s %12s\n' round test config Gbit/s proxyCPUs Gbit/CPUs
 
 # run_one ROUND TEST CFG: one iperf3 client run; appends a row to $ROWS.
@@ -352,6 +372,42 @@ ratios() {
     done
 }
 ratios shim haproxy
+ratios alt haproxy
+ratios shim alt
+
+# ---- issue #12 targets -------------------------------------------------------
+# ratio_med TEST A B COL: median over rounds of the per-round ratio A/B of
+# column COL (5: Gbit/s, 8: Gbit per CPU-s), "-" when no round has both.
+ratio_med() {
+    awk -F'\t' -v t="$1" -v a="$2" -v b="$3" -v n="$4" '
+        $2 == t && $4 == "ok" && $3 == a { va[$1] = $n }
+        $2 == t && $4 == "ok" && $3 == b { vb[$1] = $n }
+        END { for (r in va) if ((r in vb) && va[r] != "-" && vb[r] != "-" && vb[r] > 0)
+                  print va[r] / vb[r] }' "$ROWS" | median
+}
+# target NAME TEST COL UNIT MIN: one row of the table: shim, haproxy, ratio,
+# the target ratio and whether this run met it (printed only: the exit status
+# does not judge numbers).
+target() {
+    local name=$1 test=$2 n=$3 min=$4 a b r verdict
+    has_cfg shim && has_cfg haproxy && [[ " ${TEST_LIST[*]} " == *" $test "* ]] || return 0
+    a=$(col "$test" shim "$n" | grep -v '^-$' | median)
+    b=$(col "$test" haproxy "$n" | grep -v '^-$' | median)
+    r=$(ratio_med "$test" shim haproxy "$n")
+    verdict=$(awk -v r="$r" -v m="$min" 'BEGIN { if (r == "-" || r == "") print "-";
+                                                 else print (r >= m ? "met" : "missed") }')
+    printf '%-34s %8s %8s %7s %8s  %s\n' "$name" "$(fmt "$a" %.2f)" "$(fmt "$b" %.2f)" \
+        "$(fmt "$r" %.2f)" ">= ${min}x" "$verdict"
+}
+if has_cfg shim && has_cfg haproxy; then
+    echo
+    echo "# issue #12 targets (this run; ratio = median of per-round shim/haproxy)"
+    printf '%-34s %8s %8s %7s %8s  %s\n' test shim haproxy ratio target verdict
+    target "TCP 1 stream, Gbit/s" p1 5 1.0
+    target "TCP 1 stream, Gbit per proxy CPU-s" p1 8 1.2
+    target "TCP -P 4, Gbit per proxy CPU-s" p4 8 1.2
+    target "TCP --bidir, Gbit per proxy CPU-s" bidir 8 1.2
+fi
 
 if [ -s "$TMP/broken" ]; then
     echo

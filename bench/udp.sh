@@ -4,7 +4,12 @@
 # usage: bench/udp.sh [options] [SHIM]        (SHIM defaults to ./iperf-shim)
 #   -r, --rounds N     rounds per configuration        (BENCH_ROUNDS, default 3)
 #   -t, --time S       iperf3 -t seconds                (BENCH_TIME, default 5)
-#   -c, --configs L    comma list of direct,shim,socat (BENCH_CONFIGS, default all)
+#   -c, --configs L    comma list of direct,shim,socat,alt (BENCH_CONFIGS, default
+#                      direct,shim,socat); alt is a second shim, started with
+#                      the extra arguments of --alt-args, for A/B runs of a lever
+#   -a, --alt-args A   the alt shim's extra arguments, e.g. "--no-udp-gso"
+#                      (BENCH_ALT_ARGS)
+#   -b, --alt-bin B    the alt shim's binary (default SHIM)      (BENCH_ALT_BIN)
 #   -T, --tests L      comma list of RATE-LEN tests, RATE 1G (any iperf3 -b value)
 #                      or max (-b 0), LEN the datagram size in bytes
 #                      (BENCH_TESTS, default 1G-64,1G-1400,max-64,max-1400)
@@ -58,11 +63,14 @@ PIN=${BENCH_PIN:-0}
 IPERF_CPUS=${BENCH_IPERF_CPUS:-0}
 PROXY_CPUS=${BENCH_PROXY_CPUS:-1}
 OUT=${BENCH_OUT:-}
+ALT_ARGS=${BENCH_ALT_ARGS:-}
+ALT_BIN=${BENCH_ALT_BIN:-}
 SHIM=./iperf-shim
 
 PORT_IPERF=15550
 PORT_SHIM=15551
 PORT_SOCAT=15552
+PORT_ALT=15553
 HOST=127.0.0.1
 
 die() { echo "bench: $*" >&2; exit 2; }
@@ -76,6 +84,8 @@ while [ $# -gt 0 ]; do
         -R|--reverse) REVERSE=1; shift ;;
         -p|--pin)     PIN=1; shift ;;
         -o|--out)     OUT=${2:?}; shift 2 ;;
+        -a|--alt-args) ALT_ARGS=${2?}; shift 2 ;;
+        -b|--alt-bin) ALT_BIN=${2:?}; shift 2 ;;
         -h|--help)    sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         -*)           die "unknown option $1 (see --help)" ;;
         *)            SHIM=$1; shift ;;
@@ -86,7 +96,7 @@ done
 IFS=, read -r -a CFG_LIST <<<"$CONFIGS"
 IFS=, read -r -a TEST_LIST <<<"$TESTS"
 for c in "${CFG_LIST[@]}"; do
-    case $c in direct|shim|socat) ;; *) die "unknown config $c" ;; esac
+    case $c in direct|shim|socat|alt) ;; *) die "unknown config $c" ;; esac
 done
 for t in "${TEST_LIST[@]}"; do
     [[ $t =~ ^([0-9]+[KMG]?|max)-([0-9]+)$ ]] || die "bad test $t (want RATE-LEN, e.g. 1G-64 or max-1400)"
@@ -101,7 +111,7 @@ has_cfg socat && need+=(socat)
 for b in "${need[@]}"; do
     command -v "$b" >/dev/null || die "$b not found (scripts/install-deps.sh installs it)"
 done
-if has_cfg shim; then
+if has_cfg shim || has_cfg alt; then
     [ -x "$SHIM" ] || die "shim binary '$SHIM' not found or not executable (build it, or pass --configs without shim)"
 fi
 CLK_TCK=$(getconf CLK_TCK)
@@ -114,6 +124,9 @@ cleanup() {
     trap - EXIT INT TERM
     [ -n "${CLIENT_PID:-}" ] && PIDS+=("$CLIENT_PID")
     [ -n "${MON_PID:-}" ] && PIDS+=("$MON_PID")
+    # twice: a second signal makes a draining shim exit at once
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    sleep 0.2
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
     for p in "${PIDS[@]}"; do
         for _ in $(seq 30); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
@@ -251,7 +264,8 @@ PYEOF
     MON_PID=$!
 }
 
-for p in $PORT_IPERF $PORT_SHIM $PORT_SOCAT; do
+ALT_BIN=${ALT_BIN:-$SHIM}
+for p in $PORT_IPERF $PORT_SHIM $PORT_SOCAT $PORT_ALT; do
     listening "$p" && die "TCP port $p already in use"
     udp_bound "$p" && die "UDP port $p already in use"
 done
@@ -263,6 +277,12 @@ if has_cfg shim; then
     start shim tcp "$PORT_SHIM" "${pin_proxy[@]}" "$SHIM" --listen "$HOST:$PORT_SHIM" \
         --upstream "$HOST:$PORT_IPERF" --log-level warn || exit 2
     PROXY_PIDS[shim]=$STARTED_PID PROXY_PORT[shim]=$PORT_SHIM
+fi
+if has_cfg alt; then
+    # shellcheck disable=SC2086
+    start alt tcp "$PORT_ALT" "${pin_proxy[@]}" "$ALT_BIN" --listen "$HOST:$PORT_ALT" \
+        --upstream "$HOST:$PORT_IPERF" --log-level warn $ALT_ARGS || exit 2
+    PROXY_PIDS[alt]=$STARTED_PID PROXY_PORT[alt]=$PORT_ALT
 fi
 if has_cfg socat; then
     start socat-udp udp "$PORT_SOCAT" "${pin_proxy[@]}" socat -T 5 \
@@ -284,6 +304,7 @@ echo "# iperf3 -u -t $TIME on loopback$([ "$REVERSE" = 1 ] && echo ", -R (server
      "(~$(( NRUNS * (TIME + 2) / 60 + 1 )) min); pin=$PIN; CLK_TCK=$CLK_TCK"
 [ "$PIN" = 1 ] && echo "# pinned: iperf3 on CPU $IPERF_CPUS, proxy on CPU $PROXY_CPUS"
 has_cfg shim && echo "# shim: $SHIM"
+has_cfg alt && echo "# alt: $ALT_BIN $ALT_ARGS"
 FMT='%-5s %-9s %-6s %10s %10s %10s %7s %7s %7s %7s %6s %9s\n'
 printf "$FMT" round test config sent recv recv/s loss% iperf% @proxy% jit_ms cpu_s kdg/cpus
 
@@ -437,6 +458,51 @@ ratios() {
 }
 ratios shim socat
 ratios shim direct
+has_cfg alt && ratios alt direct
+has_cfg alt && ratios shim alt
+
+# ---- issue #12 targets -------------------------------------------------------
+# per_round TEST A B COL OP: median over rounds of A/B (OP "/") or A-B (OP "-")
+# of column COL (7: recv/s, 8: loss%), "-" when no round has both.
+per_round() {
+    awk -F'\t' -v t="$1" -v a="$2" -v b="$3" -v n="$4" -v op="$5" '
+        $2 == t && $4 == "ok" && $3 == a { va[$1] = $n }
+        $2 == t && $4 == "ok" && $3 == b { vb[$1] = $n }
+        END { for (r in va) if (r in vb) {
+                  if (op == "-") print va[r] - vb[r]
+                  else if (vb[r] > 0) print va[r] / vb[r] } }' "$ROWS" | median
+}
+# target NAME TEST COL KIND LIMIT: one row: shim, direct and socat medians,
+# shim against direct (ratio, or difference in points for loss), the target
+# and whether this run met it (printed only: the exit status does not judge).
+target() {
+    local name=$1 test=$2 n=$3 kind=$4 lim=$5 a d s r verdict f=%.0f goal
+    [[ " ${TEST_LIST[*]} " == *" $test "* ]] && has_cfg shim && has_cfg direct || return 0
+    [ "$kind" = loss ] && f=%.2f
+    a=$(col "$test" shim "$n" | median)
+    d=$(col "$test" direct "$n" | median)
+    s=$(has_cfg socat && col "$test" socat "$n" | median)
+    if [ "$kind" = loss ]; then
+        r=$(per_round "$test" shim direct "$n" -)
+        goal="<= +$lim pt"
+        verdict=$(awk -v r="$r" -v m="$lim" 'BEGIN { if (r == "-" || r == "") print "-";
+                                                     else print (r <= m ? "met" : "missed") }')
+    else
+        r=$(per_round "$test" shim direct "$n" /)
+        goal=">= ${lim}x"
+        verdict=$(awk -v r="$r" -v m="$lim" 'BEGIN { if (r == "-" || r == "") print "-";
+                                                     else print (r >= m ? "met" : "missed") }')
+    fi
+    printf '%-38s %9s %9s %9s %8s %10s  %s\n' "$name" "$(fmt "$a" $f)" "$(fmt "$d" $f)" \
+        "$(fmt "${s:--}" $f)" "$(fmt "$r" %+.2f | sed 's/^+//')" "$goal" "$verdict"
+}
+echo
+echo "# issue #12 targets (this run; shim vs direct: median of per-round ratios, or of"
+echo "# per-round differences in points for loss)"
+printf '%-38s %9s %9s %9s %8s %10s  %s\n' test shim direct socat vs-direct target verdict
+target "UDP max rate 1400 B, datagrams/s recv" max-1400 7 rate 0.6
+target "UDP 1 Gbit/s 1400 B, loss %" 1G-1400 8 loss 2
+target "UDP max rate 64 B, datagrams/s recv" max-64 7 rate 0.6
 
 if [ -s "$TMP/broken" ]; then
     echo

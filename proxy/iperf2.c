@@ -236,7 +236,8 @@ static void back_connected(void *arg, int fd, int err)
         return;
     }
     struct relay_opts o = {
-        .splice = s->svc->cfg.use_splice, .idle = s->svc->cfg.idle_timeout, .done = back_done, .arg = b,
+        .splice = s->svc->cfg.use_splice, .kind = RELAY_TIMED, .idle = s->svc->cfg.idle_timeout,
+        .done = back_done, .arg = b,
     };
     /* the server plays the client on this connection: it is the relay's client side */
     b->relay = relay_new(s->loop, b->sfd, fd, &o);
@@ -530,8 +531,8 @@ static void main_connected(void *arg, int ufd, int err)
         return;
     }
     struct relay_opts o = {
-        .splice = s->svc->cfg.use_splice, .idle = s->svc->cfg.idle_timeout, .done = main_done,
-        .reset_ok = main_reset_ok, .arg = s,
+        .splice = s->svc->cfg.use_splice, .kind = RELAY_TIMED, .idle = s->svc->cfg.idle_timeout,
+        .done = main_done, .reset_ok = main_reset_ok, .arg = s,
     };
     struct relay *r = relay_new(s->loop, s->cfd, ufd, &o);
     if (r == NULL || relay_preload(r, FLOW_C2S, s->first, s->nfirst) == -1) {

@@ -55,8 +55,8 @@ static void data_done(void *arg, struct relay *r, enum relay_end how)
 static void start_pair(struct test *t, struct leg *cl, struct leg *sl)
 {
     struct relay_opts o = {
-        .splice = t->svc->cfg.use_splice, .idle = t->svc->cfg.idle_timeout, .activity = &t->act,
-        .done = data_done, .arg = t,
+        .splice = t->svc->cfg.use_splice, .kind = RELAY_BULK, .idle = t->svc->cfg.idle_timeout,
+        .activity = &t->act, .done = data_done, .arg = t,
     };
     if (t->nrelays >= I3_MAX_LEGS) {
         test_fail(t, "too many data connections");

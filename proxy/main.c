@@ -51,6 +51,8 @@ static void usage(FILE *out)
 "                           are read as it reads them, parameters it will refuse (3.18+:\n"
 "                           over 8 KiB) are logged (default: nothing assumed)\n"
 "  --no-splice              move TCP data with read/write instead of splice\n"
+"  --no-udp-gso             send every UDP datagram on its own (default: runs of equal-\n"
+"                           sized datagrams leave in one UDP_SEGMENT send)\n"
 "  --allow CIDR             serve only clients in this network (repeat for more;\n"
 "                           default: everyone), e.g. 10.0.0.0/8, 2001:db8::/32\n"
 "  --transparent            serve clients that address their servers directly, sent here\n"
@@ -70,6 +72,9 @@ static void usage(FILE *out)
 "  --queue-max N            iperf3 clients waiting at once; 0: no queue (default 256)\n"
 "  --drain-timeout S        on SIGTERM/SIGINT, let running tests and UDP flows finish for\n"
 "                           at most S before exiting (default 60); a second signal exits\n"
+"  --batch-interval S       while only iperf3 TCP tests run (no UDP flow, no iperf2\n"
+"                           test), poll at most every S so that wake-ups gather\n"
+"                           (default 0.0005; 0: off)\n"
 "  --log-level LEVEL        error, warn, info (default) or debug\n"
 "  --log-format F           text (default) or json: one JSON object per line\n"
 "  --syslog                 log to syslog too (facility daemon)\n"
@@ -181,7 +186,7 @@ int main(int argc, char **argv)
         if (nservice_opts > 0) {
             fprintf(stderr, "iperf-shim: with --config, services come from the file; only "
                             "global options (--log-level, --log-format, --syslog, "
-                            "--drain-timeout, --metrics) may be given beside it\n");
+                            "--drain-timeout, --batch-interval, --metrics) may be given beside it\n");
             return 2;
         }
         if (load_config(NULL, &cfg, err, sizeof(err)) == -1) {

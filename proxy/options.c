@@ -11,8 +11,8 @@
 enum opt_id {
     O_LISTEN, O_UPSTREAM, O_UPSTREAM2, O_PROTOCOL, O_NAME,
     O_CONNECT, O_HANDSHAKE, O_IDLE, O_ROLE, O_FENCE, O_LINGER,
-    O_MAXFLOWS, O_PARAMS, O_RESULTS, O_UDPCONN, O_NOSPLICE,
-    O_UP3VER, O_LOGLEVEL, O_LOGFORMAT, O_SYSLOG, O_DRAIN, O_METRICS, O_ALLOW, O_MAXTESTS, O_MAXDUR,
+    O_MAXFLOWS, O_PARAMS, O_RESULTS, O_UDPCONN, O_NOSPLICE, O_NOUDPGSO,
+    O_UP3VER, O_LOGLEVEL, O_LOGFORMAT, O_SYSLOG, O_DRAIN, O_BATCH, O_METRICS, O_ALLOW, O_MAXTESTS, O_MAXDUR,
     O_QTIMEOUT, O_QMAX, O_TRANSP, O_TRANSPSRC, O_ALLOWSRV, O_TRANSPMARK,
 };
 
@@ -34,6 +34,7 @@ const struct opt_def shim_options[] = {
     { "upstream-iperf3-version", "upstream_iperf3_version", OPT_SERVICE, OPT_STRING, O_UP3VER },
     { "udp-connected",     "udp_connected",     OPT_SERVICE, OPT_FLAG,   O_UDPCONN },
     { "no-splice",         "no_splice",         OPT_SERVICE, OPT_FLAG,   O_NOSPLICE },
+    { "no-udp-gso",        "no_udp_gso",        OPT_SERVICE, OPT_FLAG,   O_NOUDPGSO },
     { "allow",             "allow",             OPT_SERVICE, OPT_LIST,   O_ALLOW },
     { "max-tests-per-client", "max_tests_per_client", OPT_SERVICE, OPT_STRING, O_MAXTESTS },
     { "max-duration",      "max_duration",      OPT_SERVICE, OPT_STRING, O_MAXDUR },
@@ -48,6 +49,7 @@ const struct opt_def shim_options[] = {
     { "syslog",            "syslog",            OPT_GLOBAL,  OPT_FLAG,   O_SYSLOG },
     { "drain-timeout",     "drain_timeout",     OPT_GLOBAL,  OPT_STRING, O_DRAIN },
     { "metrics",           "metrics",           OPT_GLOBAL,  OPT_STRING, O_METRICS },
+    { "batch-interval",    "batch_interval",    OPT_GLOBAL,  OPT_STRING, O_BATCH },
     { NULL, NULL, 0, 0, 0 },
 };
 
@@ -56,6 +58,7 @@ void shim_config_defaults(struct shim_config *c)
     memset(c, 0, sizeof(*c));
     c->log_level = LOG_INFO;
     c->drain_timeout = 60.0;
+    c->batch_interval = BATCH_INTERVAL_DEFAULT;
 }
 
 const struct opt_def *opt_by_key(const char *key)
@@ -142,6 +145,10 @@ int opt_set(const struct opt_def *d, const char *v, struct shim_config *c,
     case O_FENCE:     return parse_seconds(v, &s->fence_timeout, why);
     case O_LINGER:    return parse_seconds(v, &s->udp_linger, why);
     case O_DRAIN:     return parse_seconds(v, &c->drain_timeout, why);
+    case O_BATCH:
+        bad = parse_seconds(v, &c->batch_interval, why) != 0 || c->batch_interval > 0.01;
+        *why = "expected seconds from 0 to 0.01 (e.g. 0.0005)";
+        break;
     case O_MAXDUR:    return parse_seconds(v, &s->max_duration, why);
     case O_QTIMEOUT:  return parse_seconds(v, &s->queue_timeout, why);
     case O_QMAX:
@@ -195,6 +202,11 @@ int opt_set(const struct opt_def *d, const char *v, struct shim_config *c,
     case O_NOSPLICE:
         bad = parse_bool(v, &b);
         s->use_splice = !b;
+        *why = "expected true or false";
+        break;
+    case O_NOUDPGSO:
+        bad = parse_bool(v, &b);
+        s->udp_gso = !b;
         *why = "expected true or false";
         break;
     case O_LOGLEVEL:
@@ -280,9 +292,11 @@ void shim_config_print(const struct shim_config *c, FILE *out)
     char m[ADDR_STR_MAX] = "none";
     if (c->metrics_len > 0)
         net_addr_str((const struct sockaddr *)&c->metrics_addr, m, sizeof(m));
-    fprintf(out, "log level %s, format %s%s, drain timeout %g s, metrics %s, %d service(s)\n",
+    fprintf(out, "log level %s, format %s%s, drain timeout %g s, batch interval %g s, "
+            "metrics %s, %d service(s)\n",
             level[c->log_level], c->log_format == LOG_JSON ? "json" : "text",
-            c->log_syslog ? " and syslog" : "", c->drain_timeout, m, c->nservices);
+            c->log_syslog ? " and syslog" : "", c->drain_timeout, c->batch_interval, m,
+            c->nservices);
     for (int i = 0; i < c->nservices; i++) {
         const struct service_config *s = &c->services[i];
         char l[ADDR_STR_MAX], u[POOL_LIST_STR_MAX], u2[POOL_LIST_STR_MAX];
@@ -297,7 +311,7 @@ void shim_config_print(const struct shim_config *c, FILE *out)
         }
         fprintf(out, "service %s: listen %s (TCP and UDP), protocol %s; iperf3 -> %s, "
                 "iperf2 -> %s; timeouts: connect %g s, handshake %g s, idle %g s, role %g s; "
-                "fence %g s; UDP linger %g s, max flows %d%s; max params %u, max results %u%s; "
+                "fence %g s; UDP linger %g s, max flows %d%s; max params %u, max results %u%s%s; "
                 "clients: %s%d network(s)%s, max tests per client %d, max duration %g s; "
                 "queue max %d, timeout %g s\n",
                 s->name, net_addr_str((const struct sockaddr *)&s->listen_addr, l, sizeof(l)),
@@ -306,6 +320,7 @@ void shim_config_print(const struct shim_config *c, FILE *out)
                 s->fence_timeout, s->udp_linger, s->max_flows,
                 s->udp_connected ? ", connected UDP sockets" : "",
                 s->params_max, s->results_max, s->use_splice ? "" : "; splice off",
+                s->udp_gso ? "" : "; UDP GSO off",
                 s->allow.n ? "" : "any (", s->allow.n, s->allow.n ? "" : ")",
                 s->max_tests_per_client, s->max_duration, s->queue_max, s->queue_timeout);
     }

@@ -13,6 +13,7 @@
 #include "proxy/service.h"
 
 #define SHIM_MAX_SERVICES 64   /* services in one configuration */
+#define BATCH_INTERVAL_DEFAULT 0.0005   /* s: --batch-interval (docs/performance.md) */
 
 /* The whole configuration of the process. */
 struct shim_config {
@@ -20,6 +21,8 @@ struct shim_config {
     enum log_format       log_format;     /* text or JSON lines on stderr */
     bool                  log_syslog;     /* lines to syslog too */
     double                drain_timeout;  /* s: SIGTERM lets running tests finish this long */
+    double                batch_interval; /* s: wake-up batching while only bulk TCP runs
+                                             (proxy/batching.h); 0 = off */
     struct sockaddr_storage metrics_addr; /* --metrics: the HTTP endpoint */
     socklen_t             metrics_len;    /* 0: no endpoint */
     int                   nservices;      /* entries used in services[] */

@@ -1,5 +1,6 @@
 #include "proxy/process.h"
 
+#include "proxy/batching.h"
 #include "proxy/http.h"
 #include "proxy/log.h"
 #include "proxy/net.h"
@@ -90,6 +91,7 @@ static void remove_service(struct service *svc)
 static void process_exit(void)
 {
     http_stop();
+    batching_stop(P.loop);
     ev_timer_stop(P.loop, &P.check);
     ev_signal_stop(P.loop, &P.sigint);
     ev_signal_stop(P.loop, &P.sigterm);
@@ -193,6 +195,8 @@ static void on_reload_signal(struct ev_loop *loop, ev_signal *w, int revents)
     log_threshold = next.log_level;
     log_setup(next.log_format, next.log_syslog);
     P.drain_timeout = next.drain_timeout;
+    batching_stop(P.loop);
+    batching_start(P.loop, next.batch_interval, &P.services);
     if (next.metrics_len != P.metrics_len ||
         memcmp(&next.metrics_addr, &P.metrics_addr, next.metrics_len) != 0)
         log_warn("reload: the metrics address changes only with a restart");
@@ -267,6 +271,7 @@ int process_run(struct ev_loop *loop, const struct shim_config *cfg, config_relo
         }
         log_info("metrics at http://%s/metrics", m);
     }
+    batching_start(loop, cfg->batch_interval, &P.services);
     ev_init(&P.check, check_cb);
     ev_signal_init(&P.sigint, on_stop_signal, SIGINT);
     ev_signal_init(&P.sigterm, on_stop_signal, SIGTERM);

@@ -4,6 +4,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -176,11 +178,26 @@ static void relay_touch(struct relay *r)
 }
 
 /* Stops watchers, closes everything and reports the end to the owner. */
+static int running[RELAY_KINDS];   /* relay_running() */
+
+int relay_running(enum relay_kind kind)
+{
+    return running[kind];
+}
+
+static void relay_uncount(struct relay *r)
+{
+    if (r->counted)
+        running[r->opts.kind]--;
+    r->counted = false;
+}
+
 static void relay_end(struct relay *r, enum relay_end how)
 {
     if (r->ended)
         return;
     r->ended = true;
+    relay_uncount(r);
     for (int s = 0; s < 2; s++) {
         ev_io_stop(r->loop, &r->rd[s]);
         ev_io_stop(r->loop, &r->wr[s]);
@@ -371,11 +388,17 @@ static bool side_reset(struct relay *r, int side)
      * flow or still unread in our socket), and the last bytes moved toward
      * it, not from it.  A side that never said anything and resets (a
      * refused or dropped connection) is a failure. */
-    bool finished = from->state == FLOW_DRAIN || from->state == FLOW_SHUT ||
-                    from->state == FLOW_DISCARD ||
+    /* A side that sent its FIN while the other was still sending toward it
+     * and then resets is judged by the owner as well: a killed process with
+     * nothing unread sends a FIN, not a reset, and the data still coming
+     * then gets the reset. */
+    bool judged_ok = r->opts.reset_ok == NULL || r->opts.reset_ok(r->opts.arg, r, side);
+    bool sent_fin = from->state == FLOW_DRAIN || from->state == FLOW_SHUT;
+    bool finished = from->state == FLOW_DISCARD ||
+                    (sent_fin && (to->state != FLOW_OPEN || judged_ok)) ||
                     (from->bytes > 0 && flow_pending(from) == 0 && to->last_in > 0 &&
                      from->last_in <= to->last_in && sock_unread(r->fd[side]) == 0 &&
-                     (r->opts.reset_ok == NULL || r->opts.reset_ok(r->opts.arg, r, side)));
+                     judged_ok);
     if (!finished)
         return false;
     r->reset_absorbed = true;
@@ -552,6 +575,17 @@ void relay_start(struct relay *r)
         ev_timer_again(r->loop, &r->idle_timer);
     }
     r->started = true;
+    r->counted = true;
+    running[r->opts.kind]++;
+    if (r->opts.kind == RELAY_TIMED) {
+        /* timed data (iperf2 --trip-times stamps every write) goes on as it
+         * comes: no Nagle wait for the ACK of the segment before, which the
+         * client may have switched off (-N) and the server acknowledges
+         * late (delayed ACK, up to 40 ms) */
+        int one = 1;
+        for (int s = 0; s < 2; s++)
+            setsockopt(r->fd[s], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    }
     /* deliver preloaded bytes at once; watchers only where needed */
     for (int d = 0; d < 2; d++) {
         if (!flow_push(r, d)) {
@@ -651,6 +685,7 @@ void relay_free(struct relay *r)
     if (r == NULL)
         return;
     if (!r->ended) {
+        relay_uncount(r);
         for (int s = 0; s < 2; s++) {
             if (r->started) {
                 ev_io_stop(r->loop, &r->rd[s]);

@@ -80,13 +80,27 @@ typedef int (*relay_inspect_fn)(void *arg, int from, const uint8_t *buf, size_t 
  * owner may call relay_free() from inside it. */
 typedef void (*relay_done_fn)(void *arg, struct relay *r, enum relay_end how);
 /* Called when side `side` resets while it was receiving (it had spoken, and
- * the last bytes moved toward it): returns true if that is the end of its
+ * the last bytes moved toward it, or it had sent its FIN while the other side
+ * was still sending toward it): returns true if that is the end of its
  * transfer (the reset is absorbed), false if the transfer was cut short (the
  * reset is passed on, as for a side that was sending). */
 typedef bool (*relay_reset_fn)(void *arg, const struct relay *r, int side);
 
+/* What a relay carries, for the loop's wake-up batching (proxy/batching.h). */
+enum relay_kind {
+    RELAY_CONTROL = 0,   /* control and set-up connections: not counted */
+    RELAY_BULK,          /* iperf3 TCP test data: wake-ups may be batched */
+    RELAY_TIMED,         /* iperf2 TCP test data (may time each write: --trip-times,
+                            isochronous): no batching while one runs */
+    RELAY_KINDS
+};
+
+/* Relays of this kind started and not yet ended, in the process. */
+int relay_running(enum relay_kind kind);
+
 struct relay_opts {
     bool             splice;     /* use splice() (falls back to copying if refused) */
+    enum relay_kind  kind;       /* what it carries (default: RELAY_CONTROL) */
     double           idle;       /* s: end the relay after this long without traffic; 0 = never */
     struct activity *activity;   /* shared activity clock, or NULL for the relay's own */
     relay_inspect_fn inspect;    /* forces copy mode when set */
@@ -128,6 +142,7 @@ struct relay {
     struct activity own_activity;/* used when opts.activity is NULL */
     struct relay_opts opts;
     bool       started;          /* relay_start() was called */
+    bool       counted;          /* in relay_running(opts.kind) */
     bool       ended;            /* done was called (or is being called) */
     int        err;              /* errno of the failure that ended it, 0 if none */
     int        err_side;         /* side whose socket failed, -1 if none */

@@ -24,6 +24,7 @@ void service_config_defaults(struct service_config *c)
     c->udp_linger        = 10.0;
     c->max_flows         = 4096;
     c->use_splice        = true;
+    c->udp_gso           = true;
     c->queue_timeout     = 60.0;
     c->queue_max         = 256;
 }

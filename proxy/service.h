@@ -54,6 +54,7 @@ struct service_config {
     int      max_flows;          /* UDP flows at once; new clients beyond are dropped */
     bool     udp_connected;      /* per-flow sockets connected to the client (docs/udp.md) */
     bool     use_splice;         /* move TCP data with splice() (else read/write) */
+    bool     udp_gso;            /* send runs of equal-sized datagrams with UDP_SEGMENT */
     struct acl allow;            /* client networks served (empty: all) */
     int      max_tests_per_client; /* tests at once from one client address (0: no limit) */
     double   max_duration;       /* s: longest iperf3 test (-t) accepted (0: no limit) */

@@ -140,9 +140,7 @@ static struct udp_flow *flow_new(struct udp_state *u, const struct sockaddr_stor
         }
         goto fail;
     }
-    int sz = SOCKBUF;
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
-    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+    udp_sockbufs(fd);
     if (connect(fd, (const struct sockaddr *)up, uplen) == -1) {
         log_warn("cannot open a UDP flow to the server: %s", strerror(errno));
         goto fail;
@@ -306,6 +304,7 @@ static void flow_connect_client(struct udp_flow *f)
     if (fd == -1)
         return;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    udp_sockbufs(fd);   /* the flow's client datagrams land here, not on the listener */
     if (bind(fd, (struct sockaddr *)&at, alen) == -1 ||
         connect(fd, (struct sockaddr *)&f->client, f->clen) == -1) {
         log_debug("UDP flow stays on the listener: %s", strerror(errno));
@@ -324,7 +323,7 @@ static void flow_connect_client(struct udp_flow *f)
 int udp_start(struct service *svc)
 {
     const struct sockaddr_storage *addr = &svc->cfg.listen_addr;
-    int one = 1, zero = 0, sz = SOCKBUF;
+    int one = 1, zero = 0;
     int fd = socket(addr->ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd == -1)
         return -1;
@@ -335,10 +334,7 @@ int udp_start(struct service *svc)
         errno = e;
         return -1;
     }
-    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &sz, sizeof(sz)) == -1)
-        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
-    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &sz, sizeof(sz)) == -1)
-        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+    udp_sockbufs(fd);
     if (addr->ss_family == AF_INET6) {
         const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)addr;
         if (IN6_IS_ADDR_UNSPECIFIED(&s6->sin6_addr))

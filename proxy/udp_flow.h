@@ -30,6 +30,8 @@
 #define HASH_BUCKETS 4096                /* flow table buckets */
 #define SOCKBUF      (4 * 1024 * 1024)   /* listener and upstream socket buffers */
 #define QUEUE_BYTES  (4u * 1024u * 1024u)/* per-flow, per-direction queue bound */
+#define GSO_SEGS     64                  /* datagrams per UDP_SEGMENT send (kernel: 64 or more) */
+#define GSO_BYTES    63000               /* bytes per UDP_SEGMENT send (one IP packet's worth) */
 
 struct service;
 struct service_config;
@@ -86,6 +88,7 @@ struct udp_flow {
     uint64_t         dgrams[2];       /* datagrams delivered client->server, server->client */
     uint64_t         bytes[2];        /* bytes delivered, same order */
     uint64_t         drops;           /* queue overflows */
+    bool             gso_off[2];      /* a UDP_SEGMENT send was refused this way: one by one */
     uint32_t         fins;            /* final datagrams received from the client */
     uint32_t         fins_answered;   /* of those, answered from the kept report */
     uint32_t         icmp;            /* ICMP errors absorbed on this flow's socket */
@@ -139,6 +142,10 @@ const char *udp_flow_client_str(const struct udp_flow *f, char *buf);
 
 /* ---- udp_io.c: moving datagrams */
 
+/* Gives a UDP socket of the shim SOCKBUF bytes of receive and send buffer:
+ * beyond net.core.rmem_max/wmem_max where the process may (CAP_NET_ADMIN),
+ * else as much as they allow. */
+void udp_sockbufs(int fd);
 /* The address a received datagram was sent to, from its pktinfo (family 0 if unknown). */
 void udp_local_from_cmsg(const struct udp_state *u, struct msghdr *mh,
                          struct sockaddr_storage *local);

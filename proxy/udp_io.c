@@ -6,10 +6,12 @@
 
 #include "proxy/log.h"
 #include "proxy/net.h"
+#include "proxy/service.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +20,15 @@
 
 struct udp_batch udp_batch;
 #define B (&udp_batch)
+
+void udp_sockbufs(int fd)
+{
+    int sz = SOCKBUF;
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &sz, sizeof(sz)) == -1)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &sz, sizeof(sz)) == -1)
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+}
 
 void udp_local_from_cmsg(const struct udp_state *u, struct msghdr *mh,
                             struct sockaddr_storage *local)
@@ -158,8 +169,57 @@ static void flow_wait_listener(struct udp_flow *f)
         ev_io_start(u->loop, &u->wr);
 }
 
+/* Length of the run of datagrams msgs[i..i+k) that one UDP_SEGMENT send can
+ * carry: all as long as the first, the last possibly shorter, at most
+ * GSO_SEGS of them and GSO_BYTES in all.  0 when fewer than 2 qualify. */
+static int gso_run(int i, int n)
+{
+    size_t seg = B->msgs[i].msg_len, total = 0;
+    int k = 0;
+    if (seg == 0)
+        return 0;
+    while (i + k < n && k < GSO_SEGS && total + B->msgs[i + k].msg_len <= GSO_BYTES) {
+        size_t len = B->msgs[i + k].msg_len;
+        if (len > seg)
+            break;
+        total += len;
+        k++;
+        if (len < seg)
+            break;   /* a shorter one ends the run */
+    }
+    return k >= 2 ? k : 0;
+}
+
+/* Sends outs[at..at+k), a run gso_run() accepted, as one UDP_SEGMENT send:
+ * the kernel cuts it into the same k datagrams, byte for byte, and the stack
+ * below the socket runs once per run instead of once per datagram.  Their
+ * iovecs are consecutive (outs[i] points at the i-th of them).  Returns
+ * sendmsg's result. */
+static ssize_t send_gso(int fd, int at, int k)
+{
+    const struct msghdr *h = &B->outs[at].msg_hdr;
+    union { struct cmsghdr align; uint8_t b[128]; } cb;
+    size_t clen = h->msg_controllen;
+    if (clen > 0)
+        memcpy(cb.b, h->msg_control, clen);
+    struct msghdr mh = {
+        .msg_name = h->msg_name, .msg_namelen = h->msg_namelen,
+        .msg_iov = h->msg_iov, .msg_iovlen = (size_t)k,
+        .msg_control = cb.b, .msg_controllen = clen + CMSG_SPACE(sizeof(uint16_t)),
+    };
+    struct cmsghdr *c = (struct cmsghdr *)(cb.b + clen);
+    c->cmsg_level = SOL_UDP;
+    c->cmsg_type = UDP_SEGMENT;
+    c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+    uint16_t seg = (uint16_t)h->msg_iov[0].iov_len;
+    memcpy(CMSG_DATA(c), &seg, sizeof(seg));
+    return sendmsg(fd, &mh, MSG_DONTWAIT);
+}
+
 /* Sends outs[0..n) on fd, a batch of flow f in direction dir (0: to the
  * server, 1: to the client), whose lengths are msgs[first..first+n).
+ * Runs of equal-sized datagrams leave as UDP_SEGMENT sends (unless the flow's
+ * socket refused one: then as before), the rest in sendmmsg batches.
  * Returns how many datagrams were taken or dropped for good; the rest
  * would block.  An ICMP error that surfaces here is absorbed. */
 static int send_batch(struct udp_flow *f, int dir, int fd, int first, int n)
@@ -167,7 +227,35 @@ static int send_batch(struct udp_flow *f, int dir, int fd, int first, int n)
     struct udp_state *u = f->u;
     int sent = 0, absorbed = 0;
     while (sent < n) {
-        int r = sendmmsg(fd, B->outs + sent, (unsigned)(n - sent), MSG_DONTWAIT);
+        int k = 0, span = n - sent, r;
+        if (u->cfg->udp_gso && !f->gso_off[dir]) {
+            /* a run here, or the datagrams up to the next run go in one sendmmsg */
+            for (span = 0; sent + span < n; span++)
+                if ((k = gso_run(first + sent + span, first + n)) > 0)
+                    break;
+        }
+        if (span == 0) {
+            ssize_t w = send_gso(fd, sent, k);
+            if (w >= 0) {
+                for (int i = sent; i < sent + k; i++)
+                    f->bytes[dir] += B->msgs[first + i].msg_len;
+                f->dgrams[dir] += (uint64_t)k;
+                sent += k;
+                continue;
+            }
+            if (errno == EINVAL || errno == EIO || errno == EMSGSIZE || errno == EOPNOTSUPP ||
+                errno == ENOPROTOOPT) {
+                /* this path cannot segment (no checksum offload, datagrams
+                 * larger than the MTU, ...): one datagram per send from now on */
+                f->gso_off[dir] = true;
+                log_debug("UDP flow: segmentation offload refused (%s): datagrams are sent "
+                          "one by one", strerror(errno));
+                continue;
+            }
+            r = -1;
+        } else {
+            r = sendmmsg(fd, B->outs + sent, (unsigned)span, MSG_DONTWAIT);
+        }
         if (r > 0) {
             for (int i = sent; i < sent + r; i++)
                 f->bytes[dir] += B->msgs[first + i].msg_len;

@@ -20,17 +20,24 @@
 # $IT_UDP_ROUNDS interleaved rounds of direct and shim runs.  Measured on this
 # 2-vCPU machine with other test suites running, one run in 5-8 (direct or
 # shim alike) loses 1-10 % in a burst when a process is descheduled, while
-# most runs lose 0-0.2 %.  Two statistics of the "true" loss (1 - bytes received /
-# bytes sent, which also counts the datagrams iperf3 itself does not see as lost:
-# those after the last one received and those that arrive before the receiver
-# enters TEST_RUNNING) are compared:
-#   median(shim) <= median(direct) + 3 points   -- reported (NOTE), not asserted
-#   min(shim)    <= min(direct)    + 0.5 points -- systematic excess loss: asserted
-# Under other engineers' load (load average 6 on 2 vCPUs, 2026-12-03) the medians
-# were 4.8 % through the shim and 1.8 % direct: a third busy process on two cores
-# loses more, so the median follows the load, not the shim.  A systematic effect
-# (e.g. a fixed start-up delay, 40 ms of data at 100M is 1.6 % of a 2 s test)
-# shows in every run, the best one included, and breaks the second.
+# most runs lose 0-0.2 %.  The "true" loss is 1 - bytes received / bytes sent
+# (it also counts the datagrams iperf3 itself does not see as lost: those
+# after the last one received and those that arrive before the receiver
+# enters TEST_RUNNING).  Asserted, exactly, for every shim run: the shim
+# relayed toward the receiver every byte the sender sent (its flow line, once
+# the flow ended, against the sender's count; + the 4-byte stream
+# request/reply): nothing was lost in the shim or at its sockets' door.
+# What is lost after it is lost in the receiving iperf3's socket buffer
+# (208 KiB, ~15 ms at 100 Mbit/s) while that process waits for a CPU, as in
+# direct runs: reported, not asserted:
+#   median(shim) <= median(direct) + 3 points, min(shim) <= min(direct) + 0.5
+# (the min check failed once under other engineers' load, 0.9 points: every
+# shim run lost some at the receiver, one direct run lost nothing; issue #12).
+# One systematic effect of the shim's own making shows at the receiver only:
+# a delayed control connection in -R (the client discards what arrives before
+# it reads TEST_RUNNING).  It costs hundreds of datagrams in the first
+# interval of every run (269-294 when the control legs lacked TCP_NODELAY):
+# asserted as best shim run > best direct run + 50 datagrams.
 #
 # Ports: 15501 (iperf3 -s, 127.0.0.1), 15502 (iperf3 -s, ::1), 15510 (shim,
 # 127.0.0.1), 15511 (shim, [::]).  Takes about 2.5 minutes.
@@ -177,6 +184,7 @@ for r in $(seq "$ROUNDS"); do
             if [ $rc != 0 ] || ! msg=$(it_udp_iperf3_check "$f" --mode $mode --len 1400); then
                 fail_soft "loss round $r $dir $cfg: exit $rc ${msg:-}"; continue
             fi
+            [ $cfg = shim ] && echo "$f $dir" >>"$IT_TMP/shim-loss-runs"
             tl=$(it_udp_metric "$f" "$key" trueloss); il=$(it_udp_metric "$f" "$key" lost)
             jt=$(it_udp_metric "$f" "$key" jitter); fl=$(it_udp_metric "$f" "$key" firstlost)
             echo "$dir $cfg $tl $il $jt $fl" >>"$IT_TMP/loss.tsv"
@@ -202,17 +210,18 @@ for dir in fwd rev; do
     # The median follows the machine's load (a third busy process on 2 cores): reported.
     # What the shim itself causes shows in every run, the best one included: asserted below.
     awk -v d="$dmed" -v s="$smed" 'BEGIN { exit !(s <= d + 3.0) }' \
-        || echo "# NOTE $dir: median true loss through the shim $smed % > direct $dmed % + 3 points (load? the best runs decide)"
-    if ! awk -v d="$dmin" -v s="$smin" 'BEGIN { exit !(s <= d + 0.5) }'; then
-        why=""
-        [ $dir = rev ] && awk -v d="$dflmin" -v s="$sflmin" 'BEGIN { exit !(s > d + 50) }' && why=" (the loss is at the start:
+        || echo "# NOTE $dir: median true loss through the shim $smed % > direct $dmed % + 3 points (load: see the relayed counts below)"
+    awk -v d="$dmin" -v s="$smin" 'BEGIN { exit !(s <= d + 0.5) }' \
+        || echo "# NOTE $dir: best shim run lost $smin %, best direct run $dmin % (+0.5 points exceeded; load: see the relayed counts below)"
+    if [ $dir = rev ] && awk -v d="$dflmin" -v s="$sflmin" 'BEGIN { exit !(s > d + 50) }'; then
+        why=" (the loss is at the start:
       at least $sflmin datagrams lost in the first interval of every shim run, $dflmin direct.  iperf3
       drops uncounted what arrives before the client reads TEST_RUNNING on the control connection,
       and its timer starts then: the server's data went ahead of the control message through the
       shim, i.e. the control connection was delayed.  Cause found with strace: the shim's control
       legs have no TCP_NODELAY (iperf3 sets it on both of its ends), so a small message relayed
       while the previous small one is unacknowledged waits for the peer's delayed ACK, ~40 ms)"
-        fail_soft "$dir: systematic excess loss: best shim run $smin % > best direct run $dmin % + 0.5 points$why"
+        fail_soft "$dir: systematic loss at the start: at least $sflmin datagrams lost in the first interval of every shim run, $dflmin in the best direct run$why"
     fi
 done
 
@@ -225,6 +234,26 @@ it_wait_fd_count "$SHIM4_PID" "$FD4" 20 || fail_soft "IPv4 shim: $(it_fd_count "
 if [ -n "$SHIM6_PID" ]; then
     it_wait_fd_count "$SHIM6_PID" "$FD6" 20 || fail_soft "IPv6 shim: $(it_fd_count "$SHIM6_PID") fds 20 s after the last test, $FD6 at start"
 fi
+# Every loss-comparison run through the shim: bytes relayed toward the
+# receiver (the flow's line, logged when it ended) = bytes sent + 4 (the
+# stream request, or the server's reply to it in -R).
+relayed_ok=0
+while read -r f dir; do
+    port=$(jq -r '.start.connected[0].local_port' "$f")
+    sent=$(jq -r '.end.sum_sent.bytes' "$f")
+    field=3; [ "$dir" = rev ] && field=5
+    lines=$(grep -E "iperf3 UDP stream 127\.0\.0\.1:$port ended: " "$SHIM4_LOG" |
+            sed -E 's/.* ended: ([0-9]+) datagrams \(([0-9]+) bytes\) to server, ([0-9]+) \(([0-9]+) bytes\) to client.*/x \1 \2 \3 \4/' |
+            awk -v k=$field '{ print $k }')
+    if [ -z "$lines" ]; then
+        fail_soft "loss run $(basename "$f") ($dir): no flow line for client port $port"
+    elif ! grep -qx "$((sent + 4))" <<<"$lines"; then
+        fail_soft "loss run $(basename "$f") ($dir): the shim relayed $(echo $lines) bytes toward the receiver, the sender sent $sent (+4 expected): lost in the shim or at its socket"
+    else
+        relayed_ok=$((relayed_ok + 1))
+    fi
+done <"$IT_TMP/shim-loss-runs"
+it_log "loss runs through the shim: $relayed_ok of $(wc -l <"$IT_TMP/shim-loss-runs") relayed every byte sent (exact)"
 for log in "$SHIM4_LOG" $( [ -n "$SHIM6_PID" ] && echo "$SHIM6_LOG"); do
     n=$(flows_created "$log"); e=$(grep -c 'iperf3 UDP stream .* ended' "$log")
     it_log "$(basename "$log" .log): $n UDP flows created, $e ended;" \

@@ -496,6 +496,47 @@ static void bytes_both_ways(void **state, enum pair_kind kind, bool splice)
     }
 }
 
+/* ---- what a relay carries: counted while it runs; timed data without Nagle ---- */
+
+static int nodelay(int fd)
+{
+    int v = -1;
+    socklen_t l = sizeof(v);
+    assert_int_equal(getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &v, &l), 0);
+    return v;
+}
+
+static void kind__counted_from_start_to_end__timed_legs_nodelay(void **state)
+{
+    struct fx *fx = *state;
+    fx->o.kind = RELAY_TIMED;
+    fx_open(fx, PAIR_TCP4, true);
+    assert_int_equal(relay_running(RELAY_TIMED), 0);   /* not before it starts */
+    assert_int_equal(nodelay(fx->rfd[0]), 0);
+    fx_start(fx);
+    assert_int_equal(relay_running(RELAY_TIMED), 1);
+    assert_int_equal(relay_running(RELAY_BULK), 0);
+    assert_true(nodelay(fx->rfd[0]) != 0);
+    assert_true(nodelay(fx->rfd[1]) != 0);
+    exchange_exact(fx, 1u << 20, 1u << 20);
+    assert_int_equal(fx->done_calls, 1);
+    assert_int_equal(relay_running(RELAY_TIMED), 0);   /* ended: no longer counted */
+}
+
+static void kind__bulk_aborted__uncounted_legs_keep_nagle(void **state)
+{
+    struct fx *fx = *state;
+    fx->o.kind = RELAY_BULK;
+    fx_open(fx, PAIR_TCP4, true);
+    int fd0 = dup(fx->rfd[0]);
+    fx_start(fx);
+    assert_int_equal(relay_running(RELAY_BULK), 1);
+    assert_int_equal(nodelay(fd0), 0);                  /* bulk data keeps Nagle */
+    close(fd0);
+    relay_abort(fx->r, false);
+    assert_int_equal(relay_running(RELAY_BULK), 0);
+}
+
 static void bytes__splice_unix__both_ways_exact(void **state) { bytes_both_ways(state, PAIR_UNIX, true); }
 static void bytes__copy_unix__both_ways_exact(void **state) { bytes_both_ways(state, PAIR_UNIX, false); }
 static void bytes__splice_tcp4__both_ways_exact(void **state) { bytes_both_ways(state, PAIR_TCP4, true); }
@@ -619,6 +660,54 @@ static void reset__after_fin__absorbed_server_gets_all_and_fin(void **state)
     assert_int_equal(SRV(fx)->tx_err, 0);       /* the server was never reset */
     assert_true(peer_sent_all(SRV(fx)));
     assert_int_equal(SRV(fx)->rx_err, 0);
+}
+
+/* A server that sent its FIN while the client was still sending, then
+ * resets (a killed process with nothing unread sends a FIN; the data still
+ * coming gets the reset): the owner's reset_ok judges it like any reset of a
+ * receiving side.  Judged no: passed on; judged yes: absorbed. */
+static bool judge_no(void *arg, const struct relay *r, int side)
+{
+    (void)arg; (void)r; (void)side;
+    return false;
+}
+
+static bool judge_yes(void *arg, const struct relay *r, int side)
+{
+    (void)arg; (void)r; (void)side;
+    return true;
+}
+
+static void server_fin_then_reset(void **state, bool ok)
+{
+    struct fx *fx = *state;
+    fx->o.reset_ok = ok ? judge_yes : judge_no;
+    fx_open(fx, PAIR_TCP4, true);
+    fx_start(fx);
+    peer_send(CLI(fx), 16u << 20, true);
+    RUN_UNTIL(fx, SRV(fx)->rx_len > 0);
+    peer_send(SRV(fx), 0, true);                    /* the server's FIN */
+    RUN_UNTIL(fx, CLI(fx)->rx_eof);                 /* passed on */
+    peer_close(SRV(fx), true);                      /* then its reset */
+    RUN_UNTIL(fx, fx->done_calls > 0);
+    assert_int_equal(fx->err_side, SIDE_SERVER);
+    if (ok) {
+        assert_int_equal(fx->how, RELAY_END_CLOSED);
+        assert_true(fx->absorbed);
+    } else {
+        assert_int_equal(fx->how, RELAY_END_RESET);
+        assert_false(fx->absorbed);
+    }
+}
+
+static void reset__server_fin_then_reset_while_client_sends_judged_no__passed_on(void **state)
+{
+    server_fin_then_reset(state, false);
+}
+
+static void reset__server_fin_then_reset_while_client_sends_judged_yes__absorbed(void **state)
+{
+    server_fin_then_reset(state, true);
 }
 
 /* The same while the client's bytes are still on their way to the server,
@@ -1354,6 +1443,10 @@ int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
+        T(kind__counted_from_start_to_end__timed_legs_nodelay),
+        T(reset__server_fin_then_reset_while_client_sends_judged_no__passed_on),
+        T(reset__server_fin_then_reset_while_client_sends_judged_yes__absorbed),
+        T(kind__bulk_aborted__uncounted_legs_keep_nagle),
         T(bytes__splice_unix__both_ways_exact),
         T(bytes__copy_unix__both_ways_exact),
         T(bytes__splice_tcp4__both_ways_exact),
