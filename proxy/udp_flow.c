@@ -17,11 +17,13 @@
 #include <string.h>
 #include <unistd.h>
 
-static unsigned sa_hash(const struct sockaddr_storage *a)
+/* FNV-1a of an address and port, continuing from h. */
+static uint32_t sa_hash1(uint32_t h, const struct sockaddr_storage *a)
 {
     const uint8_t *p;
     size_t n;
-    uint32_t h = 2166136261u;
+    if (a->ss_family == 0)
+        return h;
     if (a->ss_family == AF_INET) {
         const struct sockaddr_in *s = (const void *)a;
         p = (const uint8_t *)&s->sin_addr;
@@ -35,7 +37,15 @@ static unsigned sa_hash(const struct sockaddr_storage *a)
     }
     for (size_t i = 0; i < n; i++)
         h = (h ^ p[i]) * 16777619u;
-    return h % HASH_BUCKETS;
+    return h;
+}
+
+/* The bucket of a flow key: the client, and the destination (family 0
+ * outside --transparent). */
+static unsigned sa_hash(const struct sockaddr_storage *client,
+                        const struct sockaddr_storage *dest)
+{
+    return sa_hash1(sa_hash1(2166136261u, client), dest) % HASH_BUCKETS;
 }
 
 const char *udp_flow_client_str(const struct udp_flow *f, char *buf)
@@ -73,7 +83,7 @@ static void flow_log_end(const struct udp_flow *f)
 void udp_flow_free(struct udp_flow *f)
 {
     struct udp_state *u = f->u;
-    unsigned h = sa_hash(&f->client);
+    unsigned h = sa_hash(&f->client, &f->dest);
     struct udp_flow **pp = f->detached ? &u->detached : &u->hash[h];
     for (; *pp; pp = &(*pp)->hnext) {
         if (*pp == f) {
@@ -138,10 +148,12 @@ static void linger_cb(struct ev_loop *loop, ev_timer *w, int revents)
     udp_flow_free(f);
 }
 
-struct udp_flow *udp_flow_lookup(const struct udp_state *u, const struct sockaddr_storage *client)
+struct udp_flow *udp_flow_lookup(const struct udp_state *u, const struct sockaddr_storage *client,
+                                 const struct sockaddr_storage *dest)
 {
-    for (struct udp_flow *f = u->hash[sa_hash(client)]; f; f = f->hnext)
-        if (net_same_addr(&f->client, client))
+    for (struct udp_flow *f = u->hash[sa_hash(client, dest)]; f; f = f->hnext)
+        if (net_same_addr(&f->client, client) &&
+            (dest->ss_family == 0 ? f->dest.ss_family == 0 : net_same_addr(&f->dest, dest)))
             return f;
     return NULL;
 }
@@ -152,7 +164,7 @@ void udp_flow_insert(struct udp_state *u, struct udp_flow *f)
     f->linger.repeat = u->cfg->udp_linger;
     f->linger.data = f;
     ev_timer_again(u->loop, &f->linger);
-    unsigned h = sa_hash(&f->client);
+    unsigned h = sa_hash(&f->client, &f->dest);
     f->hnext = u->hash[h];
     u->hash[h] = f;
     u->nflows++;
@@ -163,7 +175,7 @@ void udp_flow_detach(struct udp_flow *f)
 {
     struct udp_state *u = f->u;
     char c[ADDR_STR_MAX];
-    unsigned h = sa_hash(&f->client);
+    unsigned h = sa_hash(&f->client, &f->dest);
     for (struct udp_flow **pp = &u->hash[h]; *pp; pp = &(*pp)->hnext) {
         if (*pp == f) {
             *pp = f->hnext;
@@ -174,6 +186,12 @@ void udp_flow_detach(struct udp_flow *f)
     f->hnext = u->detached;
     u->detached = f;
     udp_dgq_clear(&f->q[1]);   /* nothing more goes to the old test's client */
+    if (f->cfd >= 0) {         /* the new flow's own socket takes the client's datagrams */
+        ev_io_stop(u->loop, &f->crd);
+        ev_io_stop(u->loop, &f->cwr);
+        close(f->cfd);
+        f->cfd = -1;
+    }
     log_debug("UDP client %s started a new test while its last flow lingered: "
               "a new flow serves it", udp_flow_client_str(f, c));
 }
