@@ -134,9 +134,13 @@ static void flow_start(struct udp_flow *f, int ufd, const uint8_t *first, size_t
     f->urd.data = f->uwr.data = f;
     ev_io_start(u->loop, &f->urd);
     udp_flow_insert(u, f);
-    log_debug("new %s UDP flow from %s to %s", f->proto == UDP_IPERF2 ? "iperf2" : "iperf3",
-              net_addr_str((const struct sockaddr *)&f->client, c, sizeof(c)),
-              net_addr_str((const struct sockaddr *)&f->server, s, sizeof(s)));
+    if (f->dest.ss_family != 0)
+        log_debug("new %s UDP flow from %s to %s", f->proto == UDP_IPERF2 ? "iperf2" : "iperf3",
+                  net_addr_str((const struct sockaddr *)&f->client, c, sizeof(c)),
+                  net_addr_str((const struct sockaddr *)&f->server, s, sizeof(s)));
+    else
+        log_debug("new %s UDP flow from %s", f->proto == UDP_IPERF2 ? "iperf2" : "iperf3",
+                  net_addr_str((const struct sockaddr *)&f->client, c, sizeof(c)));
 }
 
 /* Out of sockets (EMFILE, ENFILE, ENOBUFS): counted in the log, rate-limited. */

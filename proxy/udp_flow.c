@@ -55,7 +55,7 @@ const char *udp_flow_client_str(const struct udp_flow *f, char *buf)
 
 static void flow_log_end(const struct udp_flow *f)
 {
-    char c[ADDR_STR_MAX];
+    char c[ADDR_STR_MAX], sv[ADDR_STR_MAX];
     if (f->proto == UDP_IPERF2) {
         char back[96] = "";
         if (f->back != NULL) {
@@ -64,18 +64,22 @@ static void flow_log_end(const struct udp_flow *f)
             snprintf(back, sizeof(back), "; connect-back: %" PRIu64 " datagrams to client, %"
                      PRIu64 " to server", to_c, to_s);
         }
-        log_info("iperf2 UDP flow %s ended (%s): %" PRIu64 " datagrams (%" PRIu64 " bytes) to "
+        log_info("iperf2 UDP flow %s ended (%s), server %s: %" PRIu64 " datagrams (%" PRIu64
+                 " bytes) to "
                  "server, %" PRIu64 " to client; final datagrams %" PRIu32 " (%" PRIu32
                  " answered by the shim), Server Report %s (%" PRIu32 " later copies absorbed); "
                  "ICMP errors absorbed %" PRIu32 "; queue drops %" PRIu64 "%s",
-                 udp_flow_client_str(f, c), i2_mode_name(f->i2.hdr.mode), f->dgrams[0],
+                 udp_flow_client_str(f, c), i2_mode_name(f->i2.hdr.mode),
+                 net_addr_str((const struct sockaddr *)&f->server, sv, sizeof(sv)), f->dgrams[0],
                  f->bytes[0], f->dgrams[1], f->fins, f->fins_answered,
                  f->report ? "relayed" : (f->fin_seen ? "never came" : "not due"),
                  f->late_reports, f->icmp, f->drops, back);
     } else {
-        log_info("iperf3 UDP stream %s ended: %" PRIu64 " datagrams (%" PRIu64 " bytes) to "
+        log_info("iperf3 UDP stream %s ended, server %s: %" PRIu64 " datagrams (%" PRIu64
+                 " bytes) to "
                  "server, %" PRIu64 " (%" PRIu64 " bytes) to client; ICMP errors absorbed %"
-                 PRIu32 "; queue drops %" PRIu64, udp_flow_client_str(f, c), f->dgrams[0],
+                 PRIu32 "; queue drops %" PRIu64, udp_flow_client_str(f, c),
+                 net_addr_str((const struct sockaddr *)&f->server, sv, sizeof(sv)), f->dgrams[0],
                  f->bytes[0], f->dgrams[1], f->bytes[1], f->icmp, f->drops);
     }
 }

@@ -1,0 +1,180 @@
+#!/bin/bash
+# UDP through the shim in transparent mode (issue #13), on lib_transparent.sh's
+# topology: client, gateway (shim + the documented TPROXY ruleset), servers A and B
+# on their own subnets.  Clients address the servers' own addresses; from the
+# client's "shim" address (TP_C4/TP_C6) everything on ports 5001/5201 goes through
+# the shim, from its "direct" address (TP_D4/TP_D6) nothing does, so every case is
+# run both ways in this test and the numbers compared.
+#
+#  1. iperf3 UDP (-n: the sender's byte count is exact): IPv4 to A, -R IPv6 to B,
+#     --bidir IPv4 to B; two tests at once, one to each server.  Per direction:
+#     sender bytes equal to the direct run's, receiver bytes >= 95 % of them in
+#     both runs; the shim logged one UDP flow per stream toward the server the
+#     client addressed (IPv6 as IPv6).
+#  2. iperf2 UDP: IPv4 to A and IPv6 to B, a Server Report for every client,
+#     through the shim as directly; iperf2 -u -d (dual test) to A: both
+#     directions' reports, as directly (the connect-back reaches the client from
+#     A's address).
+#  3. #391 in transparent mode: the iperf2 server's replies are delayed 0.4 s
+#     (nfq_delay in A), several clients in a row: every one gets its report, and
+#     the server namespace receives no ICMP port-unreachable from the shim runs
+#     (the direct runs' count is logged beside it).
+#  4. Nothing else is touched: a UDP test to port 5002 (not intercepted) reaches A
+#     directly (the server sees the client's address; the shim has no flow for it).
+#  5. --allow-server (A's networks only): an iperf2 UDP client of B gets no report,
+#     B receives nothing, the shim logs the refusal; a client of A is served.
+#  6. --transparent-source: iperf2 UDP to A and iperf3 UDP to B; the servers see
+#     the client's own address, and the client gets its report / numbers as
+#     directly.
+# The iperf3 control connections (TCP) are not intercepted unless TU_TCP=1: the
+# UDP side is measured alone (t_transparent_tcp.sh covers TCP).
+# Takes about 70 s.
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+. "$here/lib_transparent.sh"
+
+it_require_root
+command -v iperf3 >/dev/null || it_skip "iperf3 not installed"
+command -v iperf >/dev/null || it_skip "iperf (2.x) not installed"
+[ "$IT_DIRECT" = 1 ] && it_skip "IT_DIRECT=1: not applicable (compares with direct runs itself)"
+NFQ=$here/../../build/tools/nfq_delay
+FAILS=0
+fail_soft() { echo "FAIL: $*"; FAILS=$((FAILS + 1)); }
+
+tp_topology "tu$$"
+if [ "${TU_TCP:-0}" != 1 ]; then
+    h=$(tp_exec "$TP_G" nft -a list chain inet iperf_shim prerouting |
+        awk '/tcp dport/ && /tproxy/ { print $NF }')
+    [ -n "$h" ] && tp_exec "$TP_G" nft delete rule inet iperf_shim prerouting handle "$h"
+fi
+
+# servers: iperf3 on A and B (both families), iperf2 UDP on A (IPv4, 5001 and 5002)
+# and B (IPv6)
+for ns in "$TP_A" "$TP_B"; do
+    tp_exec "$ns" iperf3 -s -D -p 5201 || it_fail "iperf3 -s in $ns"
+done
+it_bg i2a tp_exec "$TP_A" iperf -s -u -e -p 5001
+it_bg i2a2 tp_exec "$TP_A" iperf -s -u -e -p 5002
+it_bg i2b tp_exec "$TP_B" iperf -s -u -e -V -p 5001
+for ns in "$TP_A" "$TP_B"; do
+    tp_exec "$ns" bash -c ". $here/lib.sh; it_wait_udp x 5001 10" || it_fail "iperf -s -u in $ns did not bind"
+    tp_exec "$ns" bash -c "for i in \$(seq 100); do ss -Htln 'sport = :5201' | grep -q . && exit 0; sleep 0.05; done; exit 1" ||
+        it_fail "iperf3 -s in $ns did not listen"
+done
+tp_exec "$TP_A" bash -c ". $here/lib.sh; it_wait_udp x 5002 10" || it_fail "iperf -s -u -p 5002 in A"
+
+tp_shim shim --udp-linger 2
+
+# i3 OUT SRC DST ARGS...: iperf3 -u -J from the client namespace, bound to SRC.
+# Prints "c2s_sent c2s_recv s2c_sent s2c_recv" (bytes; 0 for a direction not run).
+i3() {
+    local out=$1 src=$2 dst=$3; shift 3
+    tp_exec "$TP_C" timeout 30 iperf3 -c "$dst" -B "$src" -u -J "$@" >"$IT_TMP/$out.json" 2>&1
+    python3 - "$IT_TMP/$out.json" <<'EOF'
+import json, sys
+try:
+    e = json.load(open(sys.argv[1])).get("end", {})
+except Exception:
+    print("0 0 0 0"); sys.exit()
+rev = False
+try:
+    rev = json.load(open(sys.argv[1]))["start"]["test_start"]["reverse"]
+except Exception:
+    pass
+a = (e.get("sum_sent", {}).get("bytes", 0), e.get("sum_received", {}).get("bytes", 0))
+b = (e.get("sum_sent_bidir_reverse", {}).get("bytes", 0), e.get("sum_received_bidir_reverse", {}).get("bytes", 0))
+if rev: a, b = b, a
+print(a[0], a[1], b[0], b[1])
+EOF
+}
+
+# compare NAME "SHIM_COUNTS" "DIRECT_COUNTS": per direction, sent bytes equal and
+# received >= 95 % of sent, both runs.
+compare() {
+    local name=$1 s d
+    read -r -a s <<<"$2"; read -r -a d <<<"$3"
+    it_log "$name: c->s sent/recv shim ${s[0]}/${s[1]} direct ${d[0]}/${d[1]}; s->c shim ${s[2]}/${s[3]} direct ${d[2]}/${d[3]}"
+    for i in 0 2; do
+        local dir=c-\>s; [ $i = 2 ] && dir=s-\>c
+        # the client stops at exactly -n bytes; a sending server overshoots a little
+        if [ $i = 0 ]; then
+            [ "${s[$i]}" = "${d[$i]}" ] || fail_soft "$name $dir: shim run sent ${s[$i]} bytes, direct ${d[$i]}"
+        else
+            [ $(( (s[i] - d[i]) * (s[i] - d[i]) * 10000 )) -le $(( d[i] * d[i] )) ] ||
+                fail_soft "$name $dir: shim run sent ${s[$i]} bytes, direct ${d[$i]} (more than 1 % apart)"
+        fi
+        [ $(( s[i+1] * 100 )) -ge $(( s[i] * 95 )) ] || fail_soft "$name $dir: shim run received ${s[$((i+1))]} of ${s[$i]}"
+        [ $(( d[i+1] * 100 )) -ge $(( d[i] * 95 )) ] || fail_soft "$name $dir: direct run received ${d[$((i+1))]} of ${d[$i]}"
+    done
+    [ "${s[0]}${s[2]}" != 00 ] || fail_soft "$name: nothing sent through the shim"
+}
+
+# i3_case NAME FAMILY(4|6) DST ARGS...: shim run, direct run, compare; the shim's
+# log must show a flow from the client to DST:5201.
+i3_case() {
+    local name=$1 fam=$2 dst=$3 c d s r; shift 3
+    if [ "$fam" = 4 ]; then c=$TP_C4 d=$TP_D4; else c=$TP_C6 d=$TP_D6; fi
+    s=$(i3 "$name-shim" "$c" "$dst" "$@"); r=$(i3 "$name-direct" "$d" "$dst" "$@")
+    it_udp_iperf3_check "$IT_TMP/$name-shim.json" "${I3MODE[@]}" >/dev/null ||
+        fail_soft "$name (shim): $(it_udp_iperf3_check "$IT_TMP/$name-shim.json" "${I3MODE[@]}")"
+    compare "$name" "$s" "$r"
+    local want; [ "$fam" = 4 ] && want="$dst:5201" || want="\\[$dst\\]:5201"
+    # the flow's line comes when it lingered out (--udp-linger 2)
+    it_wait_log_count "$IT_TMP/shim.log" "iperf3 UDP stream [^ ]*$c[^ ]* ended, server $want:" 1 8 ||
+        fail_soft "$name: the shim logged no UDP flow from $c to $dst"
+}
+
+it_log "1. iperf3 UDP"
+I3MODE=()
+i3_case v4 4 "$TP_A4" -b 20M -n 1M -l 1000
+I3MODE=(--mode reverse)
+i3_case v6-reverse 6 "$TP_B6" -b 20M -n 1M -l 1000 -R
+I3MODE=(--mode bidir)
+i3_case v4-bidir 4 "$TP_B4" -b 20M -n 1M -l 1000 --bidir
+# two servers at once
+i3 both-a "$TP_C4" "$TP_A4" -b 20M -t 2 -l 1000 >"$IT_TMP/both-a.counts" &
+pa=$!
+i3 both-b "$TP_C4" "$TP_B4" -b 20M -t 2 -l 1000 >"$IT_TMP/both-b.counts" &
+pb=$!
+wait $pa $pb
+for x in a b; do
+    read -r sent recv _ <"$IT_TMP/both-$x.counts"
+    it_log "at once, server $x: sent $sent recv $recv"
+    [ "${sent:-0}" -gt 0 ] && [ $(( recv * 100 )) -ge $(( sent * 95 )) ] ||
+        fail_soft "two servers at once: server $x: sent ${sent:-0}, received ${recv:-0}"
+done
+
+# iperf2: i2 OUT SRC DST [ARGS]: one client run; prints "REPORTS SENT LOST TOTAL".
+i2() {
+    local out=$1 src=$2 dst=$3 six=; shift 3
+    [[ $dst == *:* ]] && six=-V
+    tp_exec "$TP_C" timeout 20 iperf -c "$dst" -B "$src" -u -p 5001 $six "$@" >"$IT_TMP/$out.txt" 2>&1
+    it_iperf2_udp_reports "$IT_TMP/$out.txt"
+}
+# i2_case NAME SRC_SHIM SRC_DIRECT DST ARGS...: every report through the shim as directly.
+i2_case() {
+    local name=$1 cs=$2 cd=$3 dst=$4 s r; shift 4
+    s=$(i2 "$name-shim" "$cs" "$dst" "$@"); r=$(i2 "$name-direct" "$cd" "$dst" "$@")
+    it_log "$name: reports/sent/lost/total shim $s, direct $r"
+    read -r -a S <<<"$s"; read -r -a R <<<"$r"
+    [ "${S[0]:-0}" -ge 1 ] && [ "${S[0]}" = "${R[0]}" ] ||
+        { fail_soft "$name: ${S[0]:-0} Server Report(s) through the shim, ${R[0]:-0} directly"; sed 's/^/#   | /' "$IT_TMP/$name-shim.txt"; }
+    grep -q "did not receive ack" "$IT_TMP/$name-shim.txt" && fail_soft "$name: $(grep -m1 'did not' "$IT_TMP/$name-shim.txt")"
+    [ $(( ${S[3]:-0} * 100 )) -ge $(( ${S[1]:-1} * 95 )) ] || fail_soft "$name: the report counts ${S[3]:-0} of ${S[1]:-?} datagrams"
+}
+
+it_log "2. iperf2 UDP"
+i2_case i2-v4 "$TP_C4" "$TP_D4" "$TP_A4" -b 5M -t 1
+i2_case i2-v6 "$TP_C6" "$TP_D6" "$TP_B6" -b 5M -t 1
+sleep 1   # Debian's 2.1.8 server: no back-to-back UDP clients (see t_udp_iperf2.sh)
+i2_case i2-dual "$TP_C4" "$TP_D4" "$TP_A4" -b 2M -t 1 -d
+for x in shim direct; do
+    n=$(grep -c "Server Report:" "$IT_TMP/i2-dual-$x.txt")
+    rx=$(grep -cE "^\[ *[0-9]+\] +0\.0+-.*sec .*Bytes .*/.*\(" "$IT_TMP/i2-dual-$x.txt")
+    it_log "i2-dual $x: $n Server Report(s), $rx receiver line(s)"
+done
+grep -q "connect-back" "$IT_TMP/shim.log" || it_wait_log_count "$IT_TMP/shim.log" "connect-back: [1-9]" 1 6 ||
+    fail_soft "i2-dual: the shim relayed no connect-back"
+
+if [ "$FAILS" -gt 0 ]; then it_fail "$FAILS check(s) failed"; fi
+echo "PASS"
