@@ -7,20 +7,21 @@
 # run both ways in this test and the numbers compared.
 #
 #  1. iperf3 UDP (-n: the sender's byte count is exact): IPv4 to A, -R IPv6 to B,
-#     --bidir IPv4 to B; two tests at once, one to each server.  Per direction:
-#     sender bytes equal to the direct run's, receiver bytes >= 95 % of them in
-#     both runs; the shim logged one UDP flow per stream toward the server the
+#     --bidir IPv4 to B; two tests at once, one to each server.  Per direction
+#     against the direct run: receiver bytes >= 95 %, sender bytes equal for a
+#     client sending alone (-n is exact there), within 15 % otherwise (see
+#     compare()); the shim logged one UDP flow per stream toward the server the
 #     client addressed (IPv6 as IPv6).
 #  2. iperf2 UDP: IPv4 to A and IPv6 to B, a Server Report for every client,
 #     through the shim as directly; iperf2 -u -d (dual test) to A: both
 #     directions' reports, as directly (the connect-back reaches the client from
 #     A's address).
-#  3. #391 in transparent mode: the iperf2 server's replies are delayed 0.4 s
-#     (nfq_delay in A), several clients in a row: every one gets its report, and
-#     the server namespace receives no ICMP port-unreachable from the shim runs
-#     (the direct runs' count is logged beside it).
-#  4. Nothing else is touched: a UDP test to port 5002 (not intercepted) reaches A
+#  3. Nothing else is touched: a UDP test to port 5002 (not intercepted) reaches A
 #     directly (the server sees the client's address; the shim has no flow for it).
+#  4. #391 in transparent mode: A's iperf2 server runs with Winsock semantics
+#     (libwinsock_udp.so: an ICMP port-unreachable kills it, as on Windows) and its
+#     replies are delayed 0.4 s (nfq_delay); 4 clients in a row through the shim:
+#     every one gets its report, A receives no ICMP unreachable, the server lives.
 #  5. --allow-server (A's networks only): an iperf2 UDP client of B gets no report,
 #     B receives nothing, the shim logs the refusal; a client of A is served.
 #  6. --transparent-source: iperf2 UDP to A and iperf3 UDP to B; the servers see
@@ -28,7 +29,7 @@
 #     directly.
 # The iperf3 control connections (TCP) are not intercepted unless TU_TCP=1: the
 # UDP side is measured alone (t_transparent_tcp.sh covers TCP).
-# Takes about 70 s.
+# Takes about 60 s.
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 . "$here/lib_transparent.sh"
@@ -88,25 +89,28 @@ print(a[0], a[1], b[0], b[1])
 EOF
 }
 
-# compare NAME "SHIM_COUNTS" "DIRECT_COUNTS": per direction, sent bytes equal and
-# received >= 95 % of sent, both runs.
+# compare NAME "SHIM_COUNTS" "DIRECT_COUNTS": per direction, the shim run's bytes
+# against the direct run's.  Received: >= 95 % of the direct run's, and no more
+# than were sent.  Sent: a client sending alone stops at exactly -n bytes (equal);
+# a sending server, and both ends of --bidir (the test ends when one direction is
+# done), stop a little after -n or before it: within 15 % (12 % seen directly).
 compare() {
-    local name=$1 s d
+    local name=$1 s d i dir
     read -r -a s <<<"$2"; read -r -a d <<<"$3"
     it_log "$name: c->s sent/recv shim ${s[0]}/${s[1]} direct ${d[0]}/${d[1]}; s->c shim ${s[2]}/${s[3]} direct ${d[2]}/${d[3]}"
     for i in 0 2; do
-        local dir=c-\>s; [ $i = 2 ] && dir=s-\>c
-        # the client stops at exactly -n bytes; a sending server overshoots a little
-        if [ $i = 0 ]; then
-            [ "${s[$i]}" = "${d[$i]}" ] || fail_soft "$name $dir: shim run sent ${s[$i]} bytes, direct ${d[$i]}"
+        dir=c-\>s; [ $i = 2 ] && dir=s-\>c
+        [ "${d[$i]}" = 0 ] && [ "${s[$i]}" = 0 ] && continue
+        if [ $i = 0 ] && [ "${s[2]}${d[2]}" = 00 ]; then
+            [ "${s[0]}" = "${d[0]}" ] || fail_soft "$name $dir: shim run sent ${s[0]} bytes, direct ${d[0]}"
         else
-            [ $(( (s[i] - d[i]) * (s[i] - d[i]) * 10000 )) -le $(( d[i] * d[i] )) ] ||
-                fail_soft "$name $dir: shim run sent ${s[$i]} bytes, direct ${d[$i]} (more than 1 % apart)"
+            [ $(( (s[i] - d[i]) * (s[i] - d[i]) * 400 )) -le $(( 9 * d[i] * d[i] )) ] ||
+                fail_soft "$name $dir: shim run sent ${s[$i]} bytes, direct ${d[$i]} (more than 15 % apart)"
         fi
-        [ $(( s[i+1] * 100 )) -ge $(( s[i] * 95 )) ] || fail_soft "$name $dir: shim run received ${s[$((i+1))]} of ${s[$i]}"
-        [ $(( d[i+1] * 100 )) -ge $(( d[i] * 95 )) ] || fail_soft "$name $dir: direct run received ${d[$((i+1))]} of ${d[$i]}"
+        [ "${s[i+1]}" -gt 0 ] && [ $(( s[i+1] * 100 )) -ge $(( d[i+1] * 95 )) ] ||
+            fail_soft "$name $dir: shim run received ${s[$((i+1))]} bytes, direct ${d[$((i+1))]}"
+        [ "${s[i+1]}" -le "${s[i]}" ] || fail_soft "$name $dir: shim run received ${s[$((i+1))]} > ${s[$i]} sent"
     done
-    [ "${s[0]}${s[2]}" != 00 ] || fail_soft "$name: nothing sent through the shim"
 }
 
 # i3_case NAME FAMILY(4|6) DST ARGS...: shim run, direct run, compare; the shim's
@@ -175,6 +179,77 @@ for x in shim direct; do
 done
 grep -q "connect-back" "$IT_TMP/shim.log" || it_wait_log_count "$IT_TMP/shim.log" "connect-back: [1-9]" 1 6 ||
     fail_soft "i2-dual: the shim relayed no connect-back"
+
+it_log "3. not intercepted: UDP port 5002 of A"
+tp_exec "$TP_C" timeout 20 iperf -c "$TP_A4" -B "$TP_C4" -u -p 5002 -b 2M -t 1 >"$IT_TMP/p5002.txt" 2>&1
+r=$(it_iperf2_udp_reports "$IT_TMP/p5002.txt")
+it_log "port 5002: reports/sent/lost/total $r"
+[ "${r%% *}" = 1 ] || fail_soft "port 5002: no Server Report: $(tail -n 3 "$IT_TMP/p5002.txt")"
+grep -q "connected with $TP_C4 port" "$IT_TMP/i2a2.log" ||
+    fail_soft "port 5002: the server did not see the client's own address: $(grep connected "$IT_TMP/i2a2.log")"
+grep -q ":5002" "$IT_TMP/shim.log" && fail_soft "port 5002: the shim had a flow: $(grep ':5002' "$IT_TMP/shim.log")"
+
+# unreach NS: ICMP destination-unreachables namespace NS received (IPv4)
+unreach() {
+    tp_exec "$1" awk '$1=="Icmp:" { if (!h) { for (i = 2; i <= NF; i++) if ($i == "InDestUnreachs") c = i; h = 1; next } n += $c }
+        END { print n + 0 }' /proc/net/snmp
+}
+
+it_log "4. #391: A's iperf2 server with Winsock semantics, its replies delayed 0.4 s"
+# pid of the iperf2 server on A's UDP 5001
+i2pid=$(tp_exec "$TP_A" ss -Hlunp 'sport = :5001' | grep -o 'pid=[0-9]*' | head -n 1 | cut -d= -f2)
+[ -n "$i2pid" ] && kill "$i2pid"
+for i in $(seq 50); do tp_exec "$TP_A" ss -Huln 'sport = :5001' | grep -q . || break; sleep 0.1; done
+tp_exec "$TP_A" iptables -A OUTPUT -p udp --sport 5001 -j NFQUEUE --queue-num 5 --queue-bypass ||
+    it_skip "iptables NFQUEUE target not available"
+it_bg nfq tp_exec "$TP_A" "$NFQ" -q 5 -d 0.4 -t 300
+it_wait_log_count "$IT_TMP/nfq.log" 'nfq_delay: ready' 1 5 || { cat "$IT_TMP/nfq.log"; it_fail "nfq_delay did not start"; }
+it_bg i2w tp_exec "$TP_A" env LD_PRELOAD="$here/../../build/tools/libwinsock_udp.so" WINSOCK_UDP_QUIET=1 iperf -s -u -e -p 5001
+tp_exec "$TP_A" bash -c ". $here/lib.sh; it_wait_udp x 5001 10" || it_fail "iperf -s -u (winsock) in A did not bind"
+u0=$(unreach "$TP_A")
+N391=${TU_391_CLIENTS:-4}
+for i in $(seq "$N391"); do
+    r=$(i2 "w$i" "$TP_C4" "$TP_A4" -b 2M -t 1)
+    it_log "  client $i through the shim: reports/sent/lost/total $r; A's ICMP unreachables +$(( $(unreach "$TP_A") - u0 ))"
+    [ "${r%% *}" = 1 ] || fail_soft "#391 client $i: no Server Report: $(grep -m1 -E 'did not|WARN' "$IT_TMP/w$i.txt")"
+    sleep 1
+done
+it_wait_log_count "$IT_TMP/shim.log" "iperf2 UDP flow [^ ]*$TP_C4[^ ]* ended .*server $TP_A4:5001" $(( N391 + 3 )) 10
+u1=$(unreach "$TP_A")
+[ "$u1" = "$u0" ] || fail_soft "#391: A received $((u1 - u0)) ICMP unreachable(s) during the shim runs"
+tp_exec "$TP_A" ss -Hlunp 'sport = :5001' | grep -q iperf ||
+    fail_soft "#391: A's iperf2 server (Winsock semantics) died: $(tail -n 3 "$IT_TMP/i2w.log")"
+it_log "#391: $N391 clients through the shim, A received $((u1 - u0)) ICMP unreachables; shim: $(grep -o 'final datagrams [0-9]* ([0-9]* answered by the shim), Server Report [a-z ]* ([0-9]* later copies absorbed)' "$IT_TMP/shim.log" | tail -n "$N391" | tr '\n' ';')"
+
+it_log "5. --allow-server: A's networks only"
+kill "$SHIM_PID"; wait "$SHIM_PID" 2>/dev/null
+tp_shim shim2 --udp-linger 2 --allow-server 10.213.2.0/24 --allow-server fd00:213:2::/64
+b0=$(grep -c "connected with" "$IT_TMP/i2b.log")
+r=$(i2 refused "$TP_C6" "$TP_B6" -b 1M -t 1)
+[ "${r%% *}" = 0 ] || fail_soft "--allow-server: a client of B got a report: $r"
+[ "$(grep -c "connected with" "$IT_TMP/i2b.log")" = "$b0" ] || fail_soft "--allow-server: B received the refused test"
+grep -q "UDP datagram from .*$TP_C6.* to \[$TP_B6\]:5001 dropped: not in the allowed server networks" "$IT_TMP/shim2.log" ||
+    fail_soft "--allow-server: no refusal line: $(grep -i refus "$IT_TMP/shim2.log" | head -n 2)"
+r=$(i2 allowed "$TP_C4" "$TP_A4" -b 1M -t 1)
+[ "${r%% *}" = 1 ] || fail_soft "--allow-server: the client of A got no report: $r"
+it_log "--allow-server: $(grep -m1 'not in the allowed server networks' "$IT_TMP/shim2.log" | sed 's/^.*warn *//')"
+
+it_log "6. --transparent-source"
+kill "$SHIM_PID"; wait "$SHIM_PID" 2>/dev/null
+tp_shim shim3 --udp-linger 2 --transparent-source
+sleep 1
+r=$(i2 src-i2 "$TP_C4" "$TP_A4" -b 2M -t 1)
+port=$(grep -m1 -o "local $TP_C4 port [0-9]*" "$IT_TMP/src-i2.txt" | awk '{ print $4 }')
+it_log "iperf2 with --transparent-source: reports/sent/lost/total $r; A saw: $(grep "port 5001 connected with" "$IT_TMP/i2w.log" | tail -n 1 | sed 's/^.*connected/connected/')"
+[ "${r%% *}" = 1 ] || fail_soft "--transparent-source iperf2: no Server Report"
+grep -q "connected with $TP_C4 port $port " "$IT_TMP/i2w.log" ||
+    fail_soft "--transparent-source iperf2: A did not see the client's address and port $TP_C4:$port"
+s=$(i3 src-i3 "$TP_C4" "$TP_B4" -b 20M -n 1M -l 1000 --get-server-output)
+r=$(i3 src-i3-direct "$TP_D4" "$TP_B4" -b 20M -n 1M -l 1000)
+compare "--transparent-source iperf3" "$s" "$r"
+python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("server_output_text",""))' "$IT_TMP/src-i3.json" >"$IT_TMP/src-i3.server"
+grep -Eq "connected to $TP_C4 port [0-9]+" "$IT_TMP/src-i3.server" ||
+    fail_soft "--transparent-source iperf3: B's UDP stream did not come from the client: $(grep connected "$IT_TMP/src-i3.server")"
 
 if [ "$FAILS" -gt 0 ]; then it_fail "$FAILS check(s) failed"; fi
 echo "PASS"
