@@ -271,9 +271,10 @@ static bool flow_restarts(const struct udp_flow *f, const uint8_t *d, size_t len
     return udp_i2_restarts(f, d, len);
 }
 
-/* Client datagrams are readable on fd: the listener, or a flow's connected
- * socket (--udp-connected).  Each goes to its flow by lookup, either way. */
-static void client_readable(struct udp_state *u, int fd)
+/* Client datagrams are readable on fd: the listener (own NULL), or the
+ * connected client socket of flow own (--udp-connected, --transparent).  Each
+ * goes to its flow by lookup, either way. */
+static void client_readable(struct udp_state *u, int fd, struct udp_flow *own)
 {
     for (int i = 0; i < BATCH; i++) {
         B->iovs[i] = (struct iovec){ .iov_base = B->bufs[i], .iov_len = DGRAM_MAX };
@@ -285,8 +286,12 @@ static void client_readable(struct udp_state *u, int fd)
     }
     int n = recvmmsg(fd, B->msgs, BATCH, MSG_DONTWAIT, NULL);
     if (n == -1) {
-        if (errno == ECONNREFUSED)   /* from the client side: absorbed */
+        if (errno == ECONNREFUSED) {   /* from the client side: absorbed */
             u->ctr.icmp_absorbed++;
+            if (own != NULL)
+                own->icmp++;
+            log_debug("ICMP error absorbed on the client side of a UDP flow");
+        }
         return;
     }
     struct udp_flow *run = NULL;   /* flow of the pending run of datagrams bound upstream */
@@ -366,14 +371,14 @@ static void listener_readable_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop; (void)revents;
     struct udp_state *u = w->data;
-    client_readable(u, u->fd);
+    client_readable(u, u->fd, NULL);
 }
 
 static void connected_readable_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop; (void)revents;
     struct udp_flow *f = w->data;
-    client_readable(f->u, f->cfd);
+    client_readable(f->u, f->cfd, f);
 }
 
 /* --udp-connected: a socket on the address and port the client sent to,

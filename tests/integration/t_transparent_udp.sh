@@ -19,9 +19,13 @@
 #  3. Nothing else is touched: a UDP test to port 5002 (not intercepted) reaches A
 #     directly (the server sees the client's address; the shim has no flow for it).
 #  4. #391 in transparent mode: A's iperf2 server runs with Winsock semantics
-#     (libwinsock_udp.so: an ICMP port-unreachable kills it, as on Windows) and its
-#     replies are delayed 0.4 s (nfq_delay); 4 clients in a row through the shim:
-#     every one gets its report, A receives no ICMP unreachable, the server lives.
+#     (libwinsock_udp.so: an ICMP port-unreachable kills it, as on Windows), its
+#     replies are delayed 0.4 s and the client's datagrams 30 ms (nfq_delay), so
+#     that final datagrams are in flight when the report arrives: the shim answers
+#     them, the answers reach a closed port, and the client's host sends ICMP errors
+#     to the server's address.  The ruleset's ICMP rule (docs/udp.md) keeps those
+#     at the gateway.  4 clients to A and 2 to B (IPv6): every one gets its
+#     report, A and B receive no ICMP unreachable, A's server lives.
 #  5. --allow-server (A's networks only): an iperf2 UDP client of B gets no report,
 #     B receives nothing, the shim logs the refusal; a client of A is served.
 #  6. --transparent-source: iperf2 UDP to A and iperf3 UDP to B; the servers see
@@ -189,37 +193,71 @@ grep -q "connected with $TP_C4 port" "$IT_TMP/i2a2.log" ||
     fail_soft "port 5002: the server did not see the client's own address: $(grep connected "$IT_TMP/i2a2.log")"
 grep -q ":5002" "$IT_TMP/shim.log" && fail_soft "port 5002: the shim had a flow: $(grep ':5002' "$IT_TMP/shim.log")"
 
-# unreach NS: ICMP destination-unreachables namespace NS received (IPv4)
+# unreach NS: ICMP destination-unreachables namespace NS received (IPv4 + IPv6)
 unreach() {
-    tp_exec "$1" awk '$1=="Icmp:" { if (!h) { for (i = 2; i <= NF; i++) if ($i == "InDestUnreachs") c = i; h = 1; next } n += $c }
-        END { print n + 0 }' /proc/net/snmp
+    local v4 v6
+    v4=$(tp_exec "$1" awk '$1=="Icmp:" { if (!h) { for (i = 2; i <= NF; i++) if ($i == "InDestUnreachs") c = i; h = 1; next } print $c }' /proc/net/snmp)
+    v6=$(tp_exec "$1" awk '$1=="Icmp6InDestUnreachs" { print $2 }' /proc/net/snmp6)
+    echo $(( ${v4:-0} + ${v6:-0} ))
+}
+# icmp_caught: ICMP errors about intercepted flows that the gateway kept (rule counters)
+icmp_caught() {
+    tp_exec "$TP_G" nft list chain inet iperf_shim prerouting |
+        awk '/destination-unreachable/ { for (i = 1; i < NF; i++) if ($i == "packets") n += $(i + 1) } END { print n + 0 }'
 }
 
-it_log "4. #391: A's iperf2 server with Winsock semantics, its replies delayed 0.4 s"
-# pid of the iperf2 server on A's UDP 5001
+it_log "4. #391: A's iperf2 server with Winsock semantics, its replies delayed 0.4 s, the client 30 ms away"
+# The ICMP errors a client's host sends about datagrams from the server's address
+# (the shim's answers to final datagrams that were still in flight when the client
+# got its report and closed) are addressed to the server: the ruleset hands them
+# to the shim's flow socket instead (docs/udp.md), where they are absorbed.
+if ! grep -q "destination-unreachable" "$TP_NFT"; then
+    tp_exec "$TP_G" nft add rule inet iperf_shim prerouting iifname c0 icmp type destination-unreachable \
+        @th,136,8 17 @th,224,16 '{ 5001, 5201 }' counter meta mark set "$TP_MARK" accept || it_fail "nft: ICMP rule"
+    tp_exec "$TP_G" nft add rule inet iperf_shim prerouting iifname c0 icmpv6 type destination-unreachable \
+        @th,112,8 17 @th,384,16 '{ 5001, 5201 }' counter meta mark set "$TP_MARK" accept || it_fail "nft: ICMPv6 rule"
+fi
 i2pid=$(tp_exec "$TP_A" ss -Hlunp 'sport = :5001' | grep -o 'pid=[0-9]*' | head -n 1 | cut -d= -f2)
 [ -n "$i2pid" ] && kill "$i2pid"
 for i in $(seq 50); do tp_exec "$TP_A" ss -Huln 'sport = :5001' | grep -q . || break; sleep 0.1; done
 tp_exec "$TP_A" iptables -A OUTPUT -p udp --sport 5001 -j NFQUEUE --queue-num 5 --queue-bypass ||
     it_skip "iptables NFQUEUE target not available"
 it_bg nfq tp_exec "$TP_A" "$NFQ" -q 5 -d 0.4 -t 300
-it_wait_log_count "$IT_TMP/nfq.log" 'nfq_delay: ready' 1 5 || { cat "$IT_TMP/nfq.log"; it_fail "nfq_delay did not start"; }
+it_wait_log_count "$IT_TMP/nfq.log" 'nfq_delay: ready' 1 5 || { cat "$IT_TMP/nfq.log"; it_fail "nfq_delay (A) did not start"; }
+for t in iptables ip6tables; do
+    tp_exec "$TP_C" $t -A OUTPUT -p udp --dport 5001 -j NFQUEUE --queue-num 6 --queue-bypass || it_fail "$t NFQUEUE in C"
+done
+it_bg nfqc tp_exec "$TP_C" "$NFQ" -q 6 -d 0.03 -t 300
+NFQC_PID=$IT_LAST_PID
+it_wait_log_count "$IT_TMP/nfqc.log" 'nfq_delay: ready' 1 5 || { cat "$IT_TMP/nfqc.log"; it_fail "nfq_delay (C) did not start"; }
 it_bg i2w tp_exec "$TP_A" env LD_PRELOAD="$here/../../build/tools/libwinsock_udp.so" WINSOCK_UDP_QUIET=1 iperf -s -u -e -p 5001
 tp_exec "$TP_A" bash -c ". $here/lib.sh; it_wait_udp x 5001 10" || it_fail "iperf -s -u (winsock) in A did not bind"
-u0=$(unreach "$TP_A")
+ua0=$(unreach "$TP_A") ub0=$(unreach "$TP_B") k0=$(icmp_caught)
 N391=${TU_391_CLIENTS:-4}
 for i in $(seq "$N391"); do
     r=$(i2 "w$i" "$TP_C4" "$TP_A4" -b 2M -t 1)
-    it_log "  client $i through the shim: reports/sent/lost/total $r; A's ICMP unreachables +$(( $(unreach "$TP_A") - u0 ))"
+    it_log "  client $i to A through the shim: reports/sent/lost/total $r"
     [ "${r%% *}" = 1 ] || fail_soft "#391 client $i: no Server Report: $(grep -m1 -E 'did not|WARN' "$IT_TMP/w$i.txt")"
     sleep 1
 done
+for i in 1 2; do
+    r=$(i2 "w6-$i" "$TP_C6" "$TP_B6" -b 2M -t 1)
+    it_log "  client $i to B (IPv6) through the shim: reports/sent/lost/total $r"
+    [ "${r%% *}" = 1 ] || fail_soft "#391 IPv6 client $i: no Server Report: $(grep -m1 -E 'did not|WARN' "$IT_TMP/w6-$i.txt")"
+    sleep 1
+done
 it_wait_log_count "$IT_TMP/shim.log" "iperf2 UDP flow [^ ]*$TP_C4[^ ]* ended .*server $TP_A4:5001" $(( N391 + 3 )) 10
-u1=$(unreach "$TP_A")
-[ "$u1" = "$u0" ] || fail_soft "#391: A received $((u1 - u0)) ICMP unreachable(s) during the shim runs"
+ua1=$(unreach "$TP_A") ub1=$(unreach "$TP_B") k1=$(icmp_caught)
+[ "$ua1" = "$ua0" ] || fail_soft "#391: A received $((ua1 - ua0)) ICMP unreachable(s) during the shim runs"
+[ "$ub1" = "$ub0" ] || fail_soft "#391: B received $((ub1 - ub0)) ICMP unreachable(s) during the shim runs"
+[ "$k1" -gt "$k0" ] || it_log "note: no client sent an ICMP error this time (no final datagram was in flight)"
 tp_exec "$TP_A" ss -Hlunp 'sport = :5001' | grep -q iperf ||
     fail_soft "#391: A's iperf2 server (Winsock semantics) died: $(tail -n 3 "$IT_TMP/i2w.log")"
-it_log "#391: $N391 clients through the shim, A received $((u1 - u0)) ICMP unreachables; shim: $(grep -o 'final datagrams [0-9]* ([0-9]* answered by the shim), Server Report [a-z ]* ([0-9]* later copies absorbed)' "$IT_TMP/shim.log" | tail -n "$N391" | tr '\n' ';')"
+it_log "#391: $N391 + 2 clients through the shim; the servers received $((ua1 - ua0 + ub1 - ub0)) ICMP unreachables;" \
+       "the gateway kept $((k1 - k0)) from the clients (answers to final datagrams in flight); shim:" \
+       "$(grep -o 'final datagrams [0-9]* ([0-9]* answered by the shim), Server Report [a-z ]* ([0-9]* later copies absorbed); ICMP errors absorbed [0-9]*' "$IT_TMP/shim.log" | tail -n 6 | tr '\n' ';')"
+for t in iptables ip6tables; do tp_exec "$TP_C" $t -D OUTPUT -p udp --dport 5001 -j NFQUEUE --queue-num 6 --queue-bypass; done
+kill "$NFQC_PID" 2>/dev/null
 
 it_log "5. --allow-server: A's networks only"
 kill "$SHIM_PID"; wait "$SHIM_PID" 2>/dev/null
