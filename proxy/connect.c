@@ -1,6 +1,7 @@
 #include "proxy/connect.h"
 
 #include "proxy/net.h"
+#include "proxy/transparent.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -85,7 +86,11 @@ int connector_start(struct connector *c, struct ev_loop *loop,
     c->w.data = c;
     ev_timer_init(&c->timer, timeout_cb, timeout, 0);
     c->timer.data = c;
-    if (connect(fd, (const struct sockaddr *)to, tolen) == -1 && errno != EINPROGRESS) {
+    bool bound = (opts == NULL || opts->mark == 0 ||
+                  setsockopt(fd, SOL_SOCKET, SO_MARK, &opts->mark, sizeof(opts->mark)) == 0) &&
+                 (opts == NULL || opts->source == NULL ||
+                  transparent_bind_source(fd, opts->source) == 0);
+    if (!bound || (connect(fd, (const struct sockaddr *)to, tolen) == -1 && errno != EINPROGRESS)) {
         /* an immediate refusal is reported through the loop too: one path for callers */
         c->err = errno;
         close(fd);

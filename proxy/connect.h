@@ -3,6 +3,7 @@
 #define IPERF_SHIM_PROXY_CONNECT_H
 
 #include <ev.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 /* Socket options applied before connect (0 / false: leave the default). */
@@ -11,6 +12,9 @@ struct tcp_opts {
     int  mss;        /* TCP_MAXSEG */
     int  nodelay;    /* TCP_NODELAY */
     int  mptcp;      /* connect with IPPROTO_MPTCP; plain TCP where the kernel has none */
+    const struct sockaddr_storage *source;  /* connect from this (non-local) address, port
+                                               the kernel's: --transparent-source; NULL: no */
+    uint32_t mark;   /* SO_MARK (--transparent-mark), 0: none */
 };
 
 /* Called once: fd >= 0 connected (now the caller's), or fd == -1 and err the

@@ -7,6 +7,7 @@
 #include "proxy/log.h"
 #include "proxy/net.h"
 #include "proxy/service.h"
+#include "proxy/transparent.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -26,6 +27,7 @@ struct front {
     size_t    got;                      /* bytes in buf */
     struct sockaddr_storage peer;       /* client address */
     socklen_t peerlen;
+    struct sockaddr_storage dst;        /* --transparent: the server the client addressed */
     uint64_t  seq;                      /* accept order (1, 2, ...), handed on with it */
 };
 
@@ -112,16 +114,17 @@ static void front_try(struct front *f)
     }
     int fd = f->fd;
     uint64_t seq = f->seq;
-    struct sockaddr_storage peer = f->peer;
+    struct sockaddr_storage peer = f->peer, dst = f->dst;
+    bool transparent = f->svc->cfg.transparent;
     uint8_t first[DETECT_MAX_BYTES];
     size_t got = f->got;
     memcpy(first, f->buf, got);
     struct service *svc = f->svc;
     front_free(f, false);
     if (v == DETECT_IPERF3)
-        i3_accept(svc, fd, &peer, first, seq);   /* exactly the cookie was read */
+        i3_accept(svc, fd, &peer, transparent ? &dst : NULL, first, seq);   /* the cookie */
     else
-        i2_accept(svc, fd, &peer, first, got);
+        i2_accept(svc, fd, &peer, transparent ? &dst : NULL, first, got);
 }
 
 #define ORDER_WINDOW 256   /* older pending connections looked at per event */
@@ -174,12 +177,29 @@ void front_accept(struct service *svc, int fd, const struct sockaddr_storage *pe
         close(fd);
         return;
     }
+    struct sockaddr_storage dst = { 0 };
+    if (svc->cfg.transparent) {
+        socklen_t dlen = sizeof(dst);
+        char who[ADDR_STR_MAX];
+        if (transparent_orig_dst(fd, &dst, &dlen) == -1) {
+            log_warn("closing client %s: its destination is unknown: %s",
+                     net_addr_str((const struct sockaddr *)peer, who, sizeof(who)),
+                     strerror(errno));
+            net_close_reset(fd);
+            return;
+        }
+        if (!transparent_admits(svc, peer, &dst, "TCP client")) {
+            net_close_reset(fd);   /* at once, as a server that is not there */
+            return;
+        }
+    }
     struct front *f = calloc(1, sizeof(*f));
     if (f == NULL) {
         log_error("out of memory: refusing a client");
         close(fd);
         return;
     }
+    f->dst = dst;
     f->svc = svc;
     f->fd = fd;
     f->peer = *peer;

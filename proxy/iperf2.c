@@ -79,6 +79,7 @@ struct sess {
     uint64_t          back_bytes[2]; /* connect-backs: server->client, client->server */
     struct end_reason end;           /* why it ended, if not normally */
     bool              member_held;   /* counted in the load of its pool member */
+    bool              direct;        /* --transparent: server is what the client addressed */
     int               tries;         /* servers tried (a failed connect tries the next) */
     int               busy;          /* > 0 while in a callback chain: defer freeing */
 };
@@ -86,6 +87,14 @@ struct sess {
 static char *addr_s(const struct sockaddr_storage *ss, char *buf)
 {
     return net_addr_str((const struct sockaddr *)ss, buf, ADDR_STR_MAX);
+}
+
+/* --transparent-source: the session's connections toward the server carry
+ * the client's address and those toward the client (connect-backs) the
+ * server's, as if the shim were not there. */
+static bool source_transparent(const struct sess *s)
+{
+    return s->direct && s->svc->cfg.transparent_source;
 }
 
 static void listener_close(struct sess *s)
@@ -315,7 +324,9 @@ static void back_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
     socklen_t tolen = net_set_port(&to, s->hdr.port);
     log_debug("iperf2 connect-back from server %s, relaying to client %s", addr_s(&peer, who),
               addr_s(&to, to_s));
-    if (connector_start(&b->conn, s->loop, &to, tolen, NULL, s->svc->cfg.connect_timeout,
+    struct tcp_opts o = { .source = source_transparent(s) ? &s->server : NULL,
+                          .mark = s->svc->cfg.transparent_mark };
+    if (connector_start(&b->conn, s->loop, &to, tolen, &o, s->svc->cfg.connect_timeout,
                         back_connected, b) == -1) {
         log_warn("iperf2 connect-back to client %s: no socket: %s; closing the server's "
                  "connection", addr_s(&to, to_s), strerror(errno));
@@ -341,7 +352,8 @@ static void listener_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 }
 
 /* Opens the connect-back listener on the address the server sees (the local
- * address of the upstream connection) and rewrites mPort to its port.
+ * address of the upstream connection: with --transparent-source the
+ * client's, taken with IP_TRANSPARENT) and rewrites mPort to its port.
  * Returns 0, or -1 with errno. */
 static int listener_open(struct sess *s, int ufd)
 {
@@ -353,7 +365,7 @@ static int listener_open(struct sess *s, int ufd)
     if (getpeername(ufd, (struct sockaddr *)&s->server, &slen) == -1)
         return -1;
     net_set_port(&local, 0);
-    s->lfd = net_tcp_listen(&local, len, false);
+    s->lfd = net_tcp_listen(&local, len, source_transparent(s));   /* the client's address */
     if (s->lfd == -1)
         return -1;
     len = sizeof(local);
@@ -459,6 +471,17 @@ static void main_connected(void *arg, int ufd, int err);
 static int sess_connect(struct sess *s)
 {
     struct pool *p = &s->svc->pool2;
+    if (s->direct) {   /* the server the client addressed */
+        struct tcp_opts o = { .source = source_transparent(s) ? &s->client : NULL,
+                              .mark = s->svc->cfg.transparent_mark };
+        s->tries++;
+        if (connector_start(&s->conn, s->loop, &s->server, s->server_len, &o,
+                            s->svc->cfg.connect_timeout, main_connected, s) == -1) {
+            sess_close(s, END_RESOURCES, errno, "no socket for the server connection");
+            return -1;
+        }
+        return 0;
+    }
     if (s->member_held) {
         pool_release_iperf2(p, &s->server);
         s->member_held = false;
@@ -490,7 +513,7 @@ static void main_connected(void *arg, int ufd, int err)
     if (ufd < 0) {
         if (i >= 0 && err != EMFILE && err != ENFILE && err != ENOBUFS)
             pool_member_failed(p, i, false, strerror(err));
-        if (s->tries < p->n) {   /* another server may take it */
+        if (!s->direct && s->tries < p->n) {   /* another server may take it */
             log_info("iperf2 test from %s: server %s failed (%s), trying another",
                      addr_s(&s->client, c), addr_s(&s->server, u), strerror(err));
             sess_connect(s);
@@ -535,7 +558,7 @@ static void main_connected(void *arg, int ufd, int err)
 }
 
 void i2_accept(struct service *svc, int fd, const struct sockaddr_storage *peer,
-               const uint8_t *first, size_t n)
+               const struct sockaddr_storage *dst, const uint8_t *first, size_t n)
 {
     char c[ADDR_STR_MAX];
     if (!service_open(svc)) {
@@ -577,6 +600,12 @@ void i2_accept(struct service *svc, int fd, const struct sockaddr_storage *peer,
     s->started = time(NULL);
     s->t0 = ev_now(svc->loop);
     s->client = *peer;
+    if (dst != NULL) {
+        s->direct = true;
+        s->server = *dst;
+        s->server_len = dst->ss_family == AF_INET ? sizeof(struct sockaddr_in)
+                                                  : sizeof(struct sockaddr_in6);
+    }
     s->cfd = fd;
     s->lfd = -1;
     s->next = svc->sessions;

@@ -23,9 +23,10 @@ struct service;
 
 /* Takes ownership of a client connection whose first n bytes (a complete
  * iperf2 test header, maybe followed by data) were read already; refused
- * (closed) while svc drains. */
+ * (closed) while svc drains.  dst: with --transparent, the server the
+ * client addressed (instead of the pool); NULL otherwise. */
 void i2_accept(struct service *svc, int fd, const struct sockaddr_storage *peer,
-               const uint8_t *first, size_t n);
+               const struct sockaddr_storage *dst, const uint8_t *first, size_t n);
 
 /* Closes every session of svc at once (shutdown). */
 void i2_close_all(struct service *svc);

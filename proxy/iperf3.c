@@ -565,6 +565,7 @@ static void ctrl_give_up(struct test *t, const char *failure, bool busy)
 
 static void ctrl_try(struct test *t);
 static void ctrl_ask(struct test *t, int i);
+static void ctrl_connect(struct test *t);
 static void ctrl_connected(void *arg, int ufd, int err);
 
 /* Seconds t has been waiting in the queue (0 if it never queued). */
@@ -670,6 +671,18 @@ static void ctrl_wait(struct test *t)
 static void ctrl_try(struct test *t)
 {
     struct pool *p = &t->svc->pool3;
+    if (t->direct) {   /* the server the client addressed, asked once, as directly */
+        if (t->tried == 0) {
+            t->tried = 1;
+            ctrl_connect(t);
+        } else {
+            if (t->last_err != 0)   /* the test's line says how: connect to X: refused */
+                end_reason_set(&t->end, END_CONNECT_FAILED, t->last_err, NULL);
+            ctrl_give_up(t, t->last_err != 0 ? NULL : "the server did not answer the cookie",
+                         false);
+        }
+        return;
+    }
     int i = pool_pick_iperf3(p, t->tried);
     if (i < 0)
         ctrl_wait(t);
@@ -686,8 +699,16 @@ static void ctrl_ask(struct test *t, int i)
     t->tried |= UINT64_C(1) << i;
     t->server = p->m[i].addr;
     t->server_len = p->m[i].len;
+    ctrl_connect(t);
+}
+
+/* Connects to t->server for the control connection (from the client's
+ * address with --transparent-source). */
+static void ctrl_connect(struct test *t)
+{
+    struct tcp_opts o = { .source = i3_upstream_source(t), .mark = t->svc->cfg.transparent_mark };
     t->phase = CTRL_CONNECTING;
-    if (connector_start(&t->ctrl_conn, t->loop, &t->server, t->server_len, NULL,
+    if (connector_start(&t->ctrl_conn, t->loop, &t->server, t->server_len, &o,
                         t->svc->cfg.connect_timeout, ctrl_connected, t) == -1) {
         log_warn("test %s: no socket for the server connection: %s", t->id, strerror(errno));
         ctrl_give_up(t, "no socket", false);
@@ -762,7 +783,7 @@ static void ask_read_cb(struct ev_loop *loop, ev_io *w, int revents)
         return;
     int k = pool_find(&t->svc->pool3, &t->server);
     t->last_denied = n == 1 && (int8_t)b == I3_ACCESS_DENIED;
-    if (t->last_denied) {
+    if (t->last_denied && !t->direct) {
         log_debug("test %s: server %s is busy (ACCESS_DENIED): asking the next one", t->id,
                   addr_s(&t->server, s));
         if (k >= 0)
@@ -859,7 +880,7 @@ static int tests_of_host(const struct service *svc, const struct sockaddr_storag
 
 
 static void test_new(struct service *svc, int fd, const struct sockaddr_storage *peer,
-                     const uint8_t cookie[I3_COOKIE_SIZE])
+                     const struct sockaddr_storage *dst, const uint8_t cookie[I3_COOKIE_SIZE])
 {
     char who[ADDR_STR_MAX];
     int limit = svc->cfg.max_tests_per_client;
@@ -883,6 +904,12 @@ static void test_new(struct service *svc, int fd, const struct sockaddr_storage 
     for (int i = 0; i < 8; i++)
         t->id[i] = (cookie[i] >= 0x21 && cookie[i] <= 0x7e) ? (char)cookie[i] : '?';
     t->client = *peer;
+    if (dst != NULL) {
+        t->direct = true;
+        t->server = *dst;
+        t->server_len = dst->ss_family == AF_INET ? sizeof(struct sockaddr_in)
+                                                  : sizeof(struct sockaddr_in6);
+    }
     t->cfd = fd;
     t->ufd = -1;
     t->waiter.wake = waiter_wake;
@@ -924,7 +951,8 @@ static void refuse_draining(int fd, const struct sockaddr_storage *peer)
 
 
 void i3_accept(struct service *svc, int fd, const struct sockaddr_storage *peer,
-               const uint8_t cookie[I3_COOKIE_SIZE], uint64_t accept_seq)
+               const struct sockaddr_storage *dst, const uint8_t cookie[I3_COOKIE_SIZE],
+               uint64_t accept_seq)
 {
     for (struct test *t = svc->tests; t; t = t->next) {
         if (t->state != TEST_CLOSED && t->failure == NULL && t->ctrl != NULL &&
@@ -937,7 +965,7 @@ void i3_accept(struct service *svc, int fd, const struct sockaddr_storage *peer,
         refuse_draining(fd, peer);
         return;
     }
-    test_new(svc, fd, peer, cookie);
+    test_new(svc, fd, peer, dst, cookie);
 }
 
 int i3_udp_server(const struct service *svc, const struct sockaddr_storage *client,

@@ -55,9 +55,12 @@ struct service;
  * iperf3 cookie: a new control connection (refused while svc drains), or a
  * data connection of a test in progress.  accept_seq numbers connections in
  * the order they were accepted (the kernel's order of completed handshakes),
- * which may differ from the order their cookies arrived in. */
+ * which may differ from the order their cookies arrived in.  dst: with
+ * --transparent, the server the client addressed (a new test goes there,
+ * not to the pool); NULL otherwise. */
 void i3_accept(struct service *svc, int fd, const struct sockaddr_storage *peer,
-               const uint8_t cookie[I3_COOKIE_SIZE], uint64_t accept_seq);
+               const struct sockaddr_storage *dst, const uint8_t cookie[I3_COOKIE_SIZE],
+               uint64_t accept_seq);
 
 /* The server a new iperf3 UDP stream from client goes to: that of the test
  * of the same host whose server is creating streams (CREATE_STREAMS sent,

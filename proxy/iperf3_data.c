@@ -240,7 +240,7 @@ static void leg_hold(struct leg *l)
 
 static struct tcp_opts test_tcp_opts(const struct test *t)
 {
-    struct tcp_opts o = { 0, 0, 0, 0 };
+    struct tcp_opts o = { .source = i3_upstream_source(t), .mark = t->svc->cfg.transparent_mark };
     if (t->have_params) {
         o.mptcp = t->params.mptcp && t->params.proto == I3_PROTO_TCP;
         o.bufsize = t->params.window > 0 && t->params.window < INT32_MAX ? (int)t->params.window : 0;

@@ -146,6 +146,8 @@ struct test {
     uint64_t          tried;              /* members asked since the last queuing (bit i) */
     int               last_err;           /* errno of the last failed connect to a member */
     bool              forced;             /* no queue: sent to a busy member, its answer stands */
+    bool              direct;             /* --transparent: server is what the client addressed,
+                                             not a pool member; asked once, its answer stands */
     bool              last_denied;        /* the last member asked answered ACCESS_DENIED */
     bool              streams_held;       /* UDP: the server's CREATE_STREAMS is held back
                                              while another UDP test of the host creates its
@@ -226,6 +228,13 @@ struct test {
 static inline char *addr_s(const struct sockaddr_storage *ss, char *buf)
 {
     return net_addr_str((const struct sockaddr *)ss, buf, ADDR_STR_MAX);
+}
+
+/* Where t's upstream connections come from: the client's address with
+ * --transparent-source, else NULL (the kernel's choice). */
+static inline const struct sockaddr_storage *i3_upstream_source(const struct test *t)
+{
+    return t->direct && t->svc->cfg.transparent_source ? &t->client : NULL;
 }
 
 /* --bidir TCP before pairing: data connections are held until roles are known. */

@@ -61,6 +61,8 @@ static void usage(FILE *out)
 "                           own address (needs the server's return path via the gateway)\n"
 "  --allow-server CIDR      with --transparent: serve only servers in this network\n"
 "                           (repeat for more; default: any destination the rules send)\n"
+"  --transparent-mark N     with --transparent: firewall mark (SO_MARK) of the shim's own\n"
+"                           connections, for the gateway's rules (default 0: none)\n"
 "  --max-tests-per-client N tests at once from one client address (default 0: no limit)\n"
 "  --max-duration S         refuse iperf3 tests longer than S (-t; default 0: no limit)\n"
 "  --queue-timeout S        an iperf3 client waits at most S for a free server, then gets\n"

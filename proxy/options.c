@@ -13,7 +13,7 @@ enum opt_id {
     O_CONNECT, O_HANDSHAKE, O_IDLE, O_ROLE, O_FENCE, O_LINGER,
     O_MAXFLOWS, O_PARAMS, O_RESULTS, O_UDPCONN, O_NOSPLICE,
     O_UP3VER, O_LOGLEVEL, O_LOGFORMAT, O_SYSLOG, O_DRAIN, O_METRICS, O_ALLOW, O_MAXTESTS, O_MAXDUR,
-    O_QTIMEOUT, O_QMAX, O_TRANSP, O_TRANSPSRC, O_ALLOWSRV,
+    O_QTIMEOUT, O_QMAX, O_TRANSP, O_TRANSPSRC, O_ALLOWSRV, O_TRANSPMARK,
 };
 
 const struct opt_def shim_options[] = {
@@ -42,6 +42,7 @@ const struct opt_def shim_options[] = {
     { "transparent",       "transparent",       OPT_SERVICE, OPT_FLAG,   O_TRANSP },
     { "transparent-source", "transparent_source", OPT_SERVICE, OPT_FLAG, O_TRANSPSRC },
     { "allow-server",      "allow_server",      OPT_SERVICE, OPT_LIST,   O_ALLOWSRV },
+    { "transparent-mark",  "transparent_mark",  OPT_SERVICE, OPT_STRING, O_TRANSPMARK },
     { "log-level",         "log_level",         OPT_GLOBAL,  OPT_STRING, O_LOGLEVEL },
     { "log-format",        "log_format",        OPT_GLOBAL,  OPT_STRING, O_LOGFORMAT },
     { "syslog",            "syslog",            OPT_GLOBAL,  OPT_FLAG,   O_SYSLOG },
@@ -150,6 +151,15 @@ int opt_set(const struct opt_def *d, const char *v, struct shim_config *c,
         break;
     case O_ALLOW:     return acl_add(&s->allow, v, why);
     case O_ALLOWSRV:  return acl_add(&s->allow_server, v, why);
+    case O_TRANSPMARK: {
+        char *end;
+        errno = 0;
+        unsigned long m = strtoul(v, &end, 0);   /* 0x... as nft writes marks */
+        bad = errno != 0 || end == v || *end != '\0' || *v == '-' || m > UINT32_MAX;
+        s->transparent_mark = (uint32_t)m;
+        *why = "expected a firewall mark from 0 (none) to 0xffffffff";
+        break;
+    }
     case O_TRANSP:
     case O_TRANSPSRC:
         bad = parse_bool(v, &b);
@@ -229,8 +239,10 @@ int shim_config_finish(struct shim_config *c, int *svc, const char **why)
                    "no --upstream";
             return -1;
         }
-        if (!s->transparent && (s->transparent_source || s->allow_server.n > 0)) {
-            *why = "--transparent-source and --allow-server need --transparent";
+        if (!s->transparent && (s->transparent_source || s->allow_server.n > 0 ||
+                                s->transparent_mark != 0)) {
+            *why = "--transparent-source, --transparent-mark and --allow-server need "
+                   "--transparent";
             return -1;
         }
         if (s->upstream.n == 0 && !s->transparent) {
@@ -276,8 +288,8 @@ void shim_config_print(const struct shim_config *c, FILE *out)
         char l[ADDR_STR_MAX], u[POOL_LIST_STR_MAX], u2[POOL_LIST_STR_MAX];
         if (s->transparent) {
             snprintf(u, sizeof(u), "the client's destination (transparent%s, %d server "
-                     "network(s)%s)", s->transparent_source ? ", client's source" : "",
-                     s->allow_server.n, s->allow_server.n ? "" : ": any");
+                     "network(s)%s, mark %#x)", s->transparent_source ? ", client's source" : "",
+                     s->allow_server.n, s->allow_server.n ? "" : ": any", s->transparent_mark);
             strcpy(u2, u);
         } else {
             pool_list_str(&s->upstream, u, sizeof(u));

@@ -204,6 +204,13 @@ static void on_reload_signal(struct ev_loop *loop, ev_signal *w, int revents)
             continue;
         keep[i] = true;
         svc->mark = true;
+        if (svc->cfg.transparent != next.services[i].transparent) {
+            /* its sockets were opened for the one mode or the other (IP_TRANSPARENT) */
+            log_warn("reload: service %s: --transparent is switched %s only by a restart; "
+                     "the service keeps its settings", svc->cfg.name,
+                     next.services[i].transparent ? "on" : "off");
+            continue;
+        }
         if (memcmp(&svc->cfg, &next.services[i], sizeof(svc->cfg)) != 0) {
             svc->cfg = next.services[i];
             service_reconfigured(svc);

@@ -63,6 +63,7 @@ struct service_config {
                                     client addressed (TPROXY/REDIRECT), not cfg.upstream */
     bool     transparent_source; /* upstream legs carry the client's address (needs transparent) */
     struct acl allow_server;     /* transparent: server networks served (empty: all) */
+    uint32_t transparent_mark;   /* transparent: SO_MARK of upstream sockets (0: none) */
 };
 
 /* Defaults of every setting (the addresses are left empty). */
@@ -94,6 +95,9 @@ struct service {
     struct service_stats   stats;      /* what ended tests add up to */
     uint64_t               acl_refused;/* clients refused: not in the allowed networks */
     struct log_rate        acl_log;    /* at most one such line a second */
+    uint64_t               server_refused; /* transparent: destinations refused
+                                              (--allow-server, the shim itself) */
+    struct log_rate        server_log; /* at most one such line a second */
     bool                   retiring;   /* removed by a reload: closed once drained */
     bool                   mark;       /* scratch flag of the reload */
 };
