@@ -10,6 +10,7 @@
 #include "proxy/log.h"
 #include "proxy/net.h"
 #include "proxy/service.h"
+#include "proxy/transparent.h"
 #include "proxy/udp_back.h"
 #include "proxy/udp_flow.h"
 
@@ -346,8 +347,11 @@ static void client_readable(struct udp_state *u, int fd, struct udp_flow *own)
             }
             if (!service_admits(u->svc, &B->names[i], "UDP client"))
                 continue;                 /* not allowed: no state either */
-            if (dest.ss_family != 0 && !udp_tp_admits(u, &B->names[i], &dest))
-                continue;                 /* a server not served: no state */
+            if (dest.ss_family != 0 &&
+                !transparent_admits(u->svc, &B->names[i], &dest, "UDP datagram from")) {
+                u->ctr.refused_servers++;   /* a server not served: no state */
+                continue;
+            }
             udp_local_from_cmsg(u, mh, &local);
             f = flow_new(u, &B->names[i], mh->msg_namelen, &local, &dest, proto, d, len);
             if (f == NULL)

@@ -28,12 +28,13 @@ struct udp_back;
  * (--transparent), client_side is the server's own address, not one of this
  * host: the client-facing sockets bind to it with IP_TRANSPARENT, so the
  * connect-back reaches the client from the server's address, as directly.
+ * mark (--transparent-mark, 0: none) is set on every socket opened here.
  * Returns NULL with errno on failure. */
 struct udp_back *udp_back_open(struct ev_loop *loop, const struct sockaddr_storage *server,
                                const struct sockaddr_storage *server_side,
                                const struct sockaddr_storage *client_side,
                                const struct sockaddr_storage *client, bool transparent,
-                               ev_tstamp *activity);
+                               uint32_t mark, ev_tstamp *activity);
 
 /* Port the server must be told (host order). */
 uint16_t udp_back_port(const struct udp_back *b);

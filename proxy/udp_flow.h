@@ -11,8 +11,8 @@
  *   udp_iperf2.c  iperf2 specifics: the client's final datagrams, the
  *                 Server Report, the -d/-r connect-back port
  *   udp_transparent.c  --transparent: the original destination of a
- *                 datagram, which servers are served, the sockets of a
- *                 flow that speak as the server (and as the client)
+ *                 datagram, the sockets of a flow that speak as the server
+ *                 (and, with --transparent-source, as the client)
  */
 #ifndef IPERF_SHIM_PROXY_UDP_FLOW_H
 #define IPERF_SHIM_PROXY_UDP_FLOW_H
@@ -115,7 +115,6 @@ struct udp_state {
     struct udp_flow *detached;   /* flows replaced by a new test from the same address */
     int             nflows;      /* flows alive, detached ones included */
     struct udp_counters ctr;     /* what the operator sees at exit */
-    struct log_rate server_log;  /* rate limit for "destination not served" (--transparent) */
     ev_tstamp       last_full_log; /* rate limit for "table full" */
     struct log_rate junk_log;    /* rate limit for "datagram dropped" */
     struct log_rate nosock_log;  /* rate limit for "no socket for a UDP flow" */
@@ -180,17 +179,13 @@ int  udp_tp_want_origdst(int fd, int family);
  * family (an IPv4 one v4-mapped for an IPv6 socket).  Returns 0, or -1 if
  * the datagram carried none. */
 int  udp_tp_dest_from_cmsg(struct msghdr *mh, int family, struct sockaddr_storage *dest);
-/* May a new flow from client go to dest?  No for a destination outside
- * --allow-server and for the shim's own listener (a loop); refusals are
- * counted (refused_servers) and logged at most 5 lines a second. */
-bool udp_tp_admits(struct udp_state *u, const struct sockaddr_storage *client,
-                   const struct sockaddr_storage *dest);
 /* f's upstream socket toward f->dest, connected; with --transparent-source
- * bound to f's client address first.  Sets f->server.  Returns the socket, or
- * -1 with errno. */
+ * bound to f's client address first; marked with --transparent-mark.  Sets
+ * f->server.  Returns the socket, or -1 with errno. */
 int  udp_tp_upstream_socket(struct udp_flow *f);
 /* f's client-facing socket: bound to f->dest, connected to f->client, with
- * IP_TRANSPARENT.  Returns the socket, or -1 with errno. */
+ * IP_TRANSPARENT, marked with --transparent-mark.  Returns the socket, or -1
+ * with errno. */
 int  udp_tp_client_socket(const struct udp_flow *f);
 
 /* ---- udp_iperf2.c: iperf2 UDP tests */

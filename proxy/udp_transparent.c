@@ -14,7 +14,6 @@
 #include "proxy/service.h"
 
 #include <errno.h>
-#include <inttypes.h>
 #include <netinet/in.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -107,50 +106,13 @@ int udp_tp_dest_from_cmsg(struct msghdr *mh, int family, struct sockaddr_storage
     return -1;
 }
 
-/* Is a an address of this host (it can be bound without IP_TRANSPARENT)? */
-static bool is_local(const struct sockaddr_storage *a)
+/* --transparent-mark: SO_MARK on a socket of the shim's own traffic.  Returns
+ * 0 (also when no mark is configured), or -1 with errno. */
+static int set_mark(int fd, uint32_t mark)
 {
-    struct sockaddr_storage p;
-    socklen_t len = in_family(a, plain_family(a), &p);
-    int fd = socket(p.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (fd == -1 || len == 0)
-        return false;
-    net_set_port(&p, 0);
-    bool local = bind(fd, (struct sockaddr *)&p, len) == 0;
-    close(fd);
-    return local;
-}
-
-/* Would a flow to dest come back to the shim's own listener? */
-static bool is_self(const struct udp_state *u, const struct sockaddr_storage *dest)
-{
-    const struct sockaddr_storage *l = &u->cfg->listen_addr;
-    if (net_port((const struct sockaddr *)dest) != net_port((const struct sockaddr *)l))
-        return false;
-    return net_same_host(dest, l) || is_local(dest);
-}
-
-bool udp_tp_admits(struct udp_state *u, const struct sockaddr_storage *client,
-                   const struct sockaddr_storage *dest)
-{
-    const char *why = NULL;
-    if (is_self(u, dest))
-        why = "that is the shim's own listener (a loop)";
-    else if (!acl_allows(&u->cfg->allow_server, dest))
-        why = "not in the allowed server networks (--allow-server)";
-    if (why == NULL)
-        return true;
-    u->ctr.refused_servers++;
-    if (log_rate_ok(&u->server_log, ev_now(u->loop), 1.0)) {
-        char c[ADDR_STR_MAX], d[ADDR_STR_MAX];
-        log_warn("service %s: UDP datagram from %s to %s dropped: %s (%" PRIu64
-                 " such datagrams so far, %" PRIu64 " not logged)", u->cfg->name,
-                 net_addr_str((const struct sockaddr *)client, c, sizeof(c)),
-                 net_addr_str((const struct sockaddr *)dest, d, sizeof(d)), why,
-                 u->ctr.refused_servers, u->server_log.suppressed);
-        u->server_log.suppressed = 0;
-    }
-    return false;
+    if (mark == 0)
+        return 0;
+    return setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark));
 }
 
 int udp_tp_upstream_socket(struct udp_flow *f)
@@ -162,6 +124,8 @@ int udp_tp_upstream_socket(struct udp_flow *f)
         return -1;
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
     setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+    if (set_mark(fd, f->u->cfg->transparent_mark) == -1)
+        goto fail;
     if (f->u->cfg->transparent_source) {
         /* the server sees the client: bound to the client's address and port
          * (not local: IP_TRANSPARENT); the ruleset's "socket transparent" rule
@@ -197,6 +161,7 @@ int udp_tp_client_socket(const struct udp_flow *f)
     /* several flows (clients) share the server's address and port */
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
         net_set_transparent(fd, family) == -1 || udp_tp_want_origdst(fd, family) == -1 ||
+        set_mark(fd, f->u->cfg->transparent_mark) == -1 ||
         bind(fd, (const struct sockaddr *)&f->dest, dlen) == -1 ||
         connect(fd, (const struct sockaddr *)&f->client, f->clen) == -1) {
         int e = errno;

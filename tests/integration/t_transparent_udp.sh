@@ -31,8 +31,8 @@
 #  6. --transparent-source: iperf2 UDP to A and iperf3 UDP to B; the servers see
 #     the client's own address, and the client gets its report / numbers as
 #     directly.
-# The iperf3 control connections (TCP) are not intercepted unless TU_TCP=1: the
-# UDP side is measured alone (t_transparent_tcp.sh covers TCP).
+# The iperf3 control connections (TCP) go through the shim too (TU_TCP=0 routes
+# them directly, to look at the UDP side alone; t_transparent_tcp.sh covers TCP).
 # Takes about 60 s.
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
@@ -47,7 +47,7 @@ FAILS=0
 fail_soft() { echo "FAIL: $*"; FAILS=$((FAILS + 1)); }
 
 tp_topology "tu$$"
-if [ "${TU_TCP:-0}" != 1 ]; then
+if [ "${TU_TCP:-1}" = 0 ]; then
     h=$(tp_exec "$TP_G" nft -a list chain inet iperf_shim prerouting |
         awk '/tcp dport/ && /tproxy/ { print $NF }')
     [ -n "$h" ] && tp_exec "$TP_G" nft delete rule inet iperf_shim prerouting handle "$h"
@@ -151,6 +151,15 @@ for x in a b; do
     [ "${sent:-0}" -gt 0 ] && [ $(( recv * 100 )) -ge $(( sent * 90 )) ] ||
         fail_soft "two servers at once: server $x: sent ${sent:-0}, received ${recv:-0}"
 done
+
+if [ "${TU_TCP:-1}" != 0 ]; then
+    # the control connections went through the shim: one test line each, its server the addressed one
+    n=$(it_shim_test_lines "$IT_TMP/shim.log" | grep -c "mode UDP")
+    it_log "iperf3 test lines of the shim: $n; $(it_shim_test_lines "$IT_TMP/shim.log" | grep -m1 "mode UDP" | sed 's/^.*info *//' | cut -c1-200)"
+    [ "$n" = 5 ] || fail_soft "the shim logged $n iperf3 UDP tests, want 5"
+    it_shim_test_lines "$IT_TMP/shim.log" | grep -q "client \[$TP_C6\]:[0-9]*, server \[$TP_B6\]:5201, mode UDP" ||
+        fail_soft "no iperf3 test line from $TP_C6 to $TP_B6"
+fi
 
 # iperf2: i2 OUT SRC DST [ARGS]: one client run; prints "REPORTS SENT LOST TOTAL".
 i2() {
@@ -266,11 +275,11 @@ b0=$(grep -c "connected with" "$IT_TMP/i2b.log")
 r=$(i2 refused "$TP_C6" "$TP_B6" -b 1M -t 1)
 [ "${r%% *}" = 0 ] || fail_soft "--allow-server: a client of B got a report: $r"
 [ "$(grep -c "connected with" "$IT_TMP/i2b.log")" = "$b0" ] || fail_soft "--allow-server: B received the refused test"
-grep -q "UDP datagram from .*$TP_C6.* to \[$TP_B6\]:5001 dropped: not in the allowed server networks" "$IT_TMP/shim2.log" ||
+grep -q "refusing UDP datagram from .*$TP_C6.* to \[$TP_B6\]:5001: server not in --allow-server" "$IT_TMP/shim2.log" ||
     fail_soft "--allow-server: no refusal line: $(grep -i refus "$IT_TMP/shim2.log" | head -n 2)"
 r=$(i2 allowed "$TP_C4" "$TP_A4" -b 1M -t 1)
 [ "${r%% *}" = 1 ] || fail_soft "--allow-server: the client of A got no report: $r"
-it_log "--allow-server: $(grep -m1 'not in the allowed server networks' "$IT_TMP/shim2.log" | sed 's/^.*warn *//')"
+it_log "--allow-server: $(grep -m1 'not in --allow-server' "$IT_TMP/shim2.log" | sed 's/^.*warn *//')"
 
 it_log "6. --transparent-source"
 kill "$SHIM_PID"; wait "$SHIM_PID" 2>/dev/null

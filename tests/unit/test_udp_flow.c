@@ -3,7 +3,7 @@
  * flow's address), expiry after --udp-linger of quiet, and freeing with
  * datagrams still queued (no leak, no fd left open); --transparent: flows
  * keyed by client and original destination, the destination from the
- * datagram's control data, which servers are served.  A real libev loop and
+ * datagram's control data (which servers are served: test_transparent.c).  A real libev loop and
  * real (unconnected) UDP sockets stand in for the flows' upstream sockets. */
 #include <stdarg.h>
 #include <stddef.h>
@@ -348,28 +348,6 @@ static void origdst__ipv6_and_none(void **state)
     assert_int_equal(got.ss_family, 0);
 }
 
-static void admits__allow_server_and_own_listener(void **state)
-{
-    struct fixture *fx = *state;
-    const char *why;
-    struct sockaddr_storage c = addr4("10.0.0.1", 40000);
-    fx->cfg.listen_addr = addr4("0.0.0.0", 15201);
-    struct sockaddr_storage a = addr4("10.2.0.2", 5201);
-    assert_true(udp_tp_admits(fx->u, &c, &a));                   /* no list: every server */
-    struct sockaddr_storage self = addr4("127.0.0.1", 15201);    /* a local address, our port */
-    assert_false(udp_tp_admits(fx->u, &c, &self));
-    struct sockaddr_storage other = addr4("10.9.9.9", 15201);    /* our port, another host */
-    assert_true(udp_tp_admits(fx->u, &c, &other));
-    assert_int_equal(acl_add(&fx->cfg.allow_server, "10.2.0.0/16", &why), 0);
-    assert_true(udp_tp_admits(fx->u, &c, &a));
-    struct sockaddr_storage b = addr4("10.3.0.2", 5201);
-    assert_false(udp_tp_admits(fx->u, &c, &b));                 /* not in --allow-server */
-    struct sockaddr_storage am = addr6("::ffff:10.2.0.2", 5201); /* dual-stack listener's form */
-    assert_true(udp_tp_admits(fx->u, &c, &am));
-    assert_int_equal(fx->u->ctr.refused_servers, 2);
-    assert_int_equal(fx->u->nflows, 0);                          /* refusals create no state */
-}
-
 int main(void)
 {
     log_threshold = LOG_ERROR;   /* each freed flow logs its line: not wanted here */
@@ -386,7 +364,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(detach__transparent__closes_client_socket_lingers_on, setup, teardown),
         cmocka_unit_test(origdst__ipv4__plain_or_v4_mapped_by_listener_family),
         cmocka_unit_test(origdst__ipv6_and_none),
-        cmocka_unit_test_setup_teardown(admits__allow_server_and_own_listener, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
