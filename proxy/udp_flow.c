@@ -64,7 +64,7 @@ static void flow_log_end(const struct udp_flow *f)
             snprintf(back, sizeof(back), "; connect-back: %" PRIu64 " datagrams to client, %"
                      PRIu64 " to server", to_c, to_s);
         }
-        log_info("iperf2 UDP flow %s ended (%s), server %s: %" PRIu64 " datagrams (%" PRIu64
+        log_info("iperf2 UDP flow %s ended (%s): server %s; %" PRIu64 " datagrams (%" PRIu64
                  " bytes) to "
                  "server, %" PRIu64 " to client; final datagrams %" PRIu32 " (%" PRIu32
                  " answered by the shim), Server Report %s (%" PRIu32 " later copies absorbed); "
@@ -75,7 +75,7 @@ static void flow_log_end(const struct udp_flow *f)
                  f->report ? "relayed" : (f->fin_seen ? "never came" : "not due"),
                  f->late_reports, f->icmp, f->drops, back);
     } else {
-        log_info("iperf3 UDP stream %s ended, server %s: %" PRIu64 " datagrams (%" PRIu64
+        log_info("iperf3 UDP stream %s ended: server %s; %" PRIu64 " datagrams (%" PRIu64
                  " bytes) to "
                  "server, %" PRIu64 " (%" PRIu64 " bytes) to client; ICMP errors absorbed %"
                  PRIu32 "; queue drops %" PRIu64, udp_flow_client_str(f, c),

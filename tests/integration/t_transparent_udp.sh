@@ -128,7 +128,7 @@ i3_case() {
     compare "$name" "$s" "$r"
     local want; [ "$fam" = 4 ] && want="$dst:5201" || want="\\[$dst\\]:5201"
     # the flow's line comes when it lingered out (--udp-linger 2)
-    it_wait_log_count "$IT_TMP/shim.log" "iperf3 UDP stream [^ ]*$c[^ ]* ended, server $want:" 1 8 ||
+    it_wait_log_count "$IT_TMP/shim.log" "iperf3 UDP stream [^ ]*$c[^ ]* ended: server $want;" 1 8 ||
         fail_soft "$name: the shim logged no UDP flow from $c to $dst"
 }
 
@@ -255,7 +255,7 @@ for i in 1 2; do
     [ "${r%% *}" = 1 ] || fail_soft "#391 IPv6 client $i: no Server Report: $(grep -m1 -E 'did not|WARN' "$IT_TMP/w6-$i.txt")"
     sleep 1
 done
-it_wait_log_count "$IT_TMP/shim.log" "iperf2 UDP flow [^ ]*$TP_C4[^ ]* ended .*server $TP_A4:5001" $(( N391 + 3 )) 10
+it_wait_log_count "$IT_TMP/shim.log" "iperf2 UDP flow [^ ]*$TP_C4[^ ]* ended .*: server $TP_A4:5001;" $(( N391 + 3 )) 10
 ua1=$(unreach "$TP_A") ub1=$(unreach "$TP_B") k1=$(icmp_caught)
 [ "$ua1" = "$ua0" ] || fail_soft "#391: A received $((ua1 - ua0)) ICMP unreachable(s) during the shim runs"
 [ "$ub1" = "$ub0" ] || fail_soft "#391: B received $((ub1 - ub0)) ICMP unreachable(s) during the shim runs"
