@@ -6,8 +6,9 @@
 # the shim, from its "direct" address (TP_D4/TP_D6) nothing does, so every case is
 # run both ways in this test and the numbers compared.
 #
-#  1. iperf3 UDP (-n: the sender's byte count is exact): IPv4 to A, -R IPv6 to B,
-#     --bidir IPv4 to B; two tests at once, one to each server.  Per direction
+#  1. iperf3 UDP (-n: the sender's byte count is exact): IPv4 to A, -P 2 IPv6 to A
+#     (two flows share the server's address and port), -R IPv6 to B, --bidir IPv4
+#     to B; two tests at once, one to each server.  Per direction
 #     against the direct run: receiver bytes >= 90 %, sender bytes equal for a
 #     client sending alone (-n is exact there), within 15 % otherwise (see
 #     compare()); the shim logged one UDP flow per stream toward the server the
@@ -135,6 +136,8 @@ i3_case() {
 it_log "1. iperf3 UDP"
 I3MODE=()
 i3_case v4 4 "$TP_A4" -b 10M -n 1M -l 1000
+I3MODE=(-P 2)
+i3_case v6-P2 6 "$TP_A6" -b 10M -n 1M -l 1000 -P 2
 I3MODE=(--mode reverse)
 i3_case v6-reverse 6 "$TP_B6" -b 10M -n 1M -l 1000 -R
 I3MODE=(--mode bidir)
@@ -156,7 +159,7 @@ if [ "${TU_TCP:-1}" != 0 ]; then
     # the control connections went through the shim: one test line each, its server the addressed one
     n=$(it_shim_test_lines "$IT_TMP/shim.log" | grep -c "mode UDP")
     it_log "iperf3 test lines of the shim: $n; $(it_shim_test_lines "$IT_TMP/shim.log" | grep -m1 "mode UDP" | sed 's/^.*info *//' | cut -c1-200)"
-    [ "$n" = 5 ] || fail_soft "the shim logged $n iperf3 UDP tests, want 5"
+    [ "$n" = 6 ] || fail_soft "the shim logged $n iperf3 UDP tests, want 6"
     it_shim_test_lines "$IT_TMP/shim.log" | grep -q "client \[$TP_C6\]:[0-9]*, server \[$TP_B6\]:5201, mode UDP" ||
         fail_soft "no iperf3 test line from $TP_C6 to $TP_B6"
 fi
