@@ -188,11 +188,16 @@ i2_case i2-v4 "$TP_C4" "$TP_D4" "$TP_A4" -b 5M -t 1
 i2_case i2-v6 "$TP_C6" "$TP_D6" "$TP_B6" -b 5M -t 1
 sleep 1   # Debian's 2.1.8 server: no back-to-back UDP clients (see t_udp_iperf2.sh)
 i2_case i2-dual "$TP_C4" "$TP_D4" "$TP_A4" -b 2M -t 1 -d
+# the server's test toward the client (the connect-back): the client's own
+# receiver line, next to the Server Report of its test toward the server
 for x in shim direct; do
     n=$(grep -c "Server Report:" "$IT_TMP/i2-dual-$x.txt")
     rx=$(grep -cE "^\[ *[0-9]+\] +0\.0+-.*sec .*Bytes .*/.*\(" "$IT_TMP/i2-dual-$x.txt")
-    it_log "i2-dual $x: $n Server Report(s), $rx receiver line(s)"
+    it_log "i2-dual $x: $n Server Report(s), $rx lines with loss counts (report + the client's receiver)"
+    eval "rx_$x=$rx"
 done
+[ "$rx_shim" -ge 2 ] && [ "$rx_shim" = "$rx_direct" ] ||
+    { fail_soft "i2-dual: $rx_shim loss lines through the shim, $rx_direct directly (no connect-back data?)"; sed 's/^/#   | /' "$IT_TMP/i2-dual-shim.txt"; }
 grep -q "connect-back" "$IT_TMP/shim.log" || it_wait_log_count "$IT_TMP/shim.log" "connect-back: [1-9]" 1 6 ||
     fail_soft "i2-dual: the shim relayed no connect-back"
 
