@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 struct front {
@@ -28,7 +30,7 @@ struct front {
     struct sockaddr_storage peer;       /* client address */
     socklen_t peerlen;
     struct sockaddr_storage dst;        /* --transparent: the server the client addressed */
-    uint64_t  seq;                      /* accept order (1, 2, ...), handed on with it */
+    struct front_arrival arr;           /* accept order and times, handed on with it */
 };
 
 static void front_free(struct front *f, bool close_fd)
@@ -76,6 +78,27 @@ static bool all_printable(const uint8_t *b, size_t n)
     return true;
 }
 
+/* Reads up to want bytes into f->buf; the kernel's receive time of the first
+ * bytes (SO_TIMESTAMPNS, set on the listener) is kept in f->arr.  Returns
+ * what read(2) would. */
+static ssize_t read_first(struct front *f, size_t want)
+{
+    struct iovec iov = { .iov_base = f->buf + f->got, .iov_len = want };
+    union { struct cmsghdr h; uint8_t b[CMSG_SPACE(sizeof(struct timespec))]; } cb;
+    struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &cb,
+                        .msg_controllen = sizeof(cb) };
+    ssize_t n = recvmsg(f->fd, &m, 0);
+    if (n <= 0 || f->got > 0)
+        return n;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c))
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
+            struct timespec ts;
+            memcpy(&ts, CMSG_DATA(c), sizeof(ts));
+            f->arr.first_rx_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+        }
+    return n;
+}
+
 /* Reads what f's client sent; hands the connection on once recognised. */
 static void front_try(struct front *f)
 {
@@ -85,7 +108,7 @@ static void front_try(struct front *f)
      * follows belongs to the session */
     size_t want = (f->got < I3_COOKIE_SIZE && all_printable(f->buf, f->got))
                       ? I3_COOKIE_SIZE - f->got : sizeof(f->buf) - f->got;
-    ssize_t n = read(f->fd, f->buf + f->got, want);
+    ssize_t n = read_first(f, want);
 
     if (n == -1 && (errno == EAGAIN || errno == EINTR))
         return;
@@ -113,7 +136,7 @@ static void front_try(struct front *f)
         return;
     }
     int fd = f->fd;
-    uint64_t seq = f->seq;
+    struct front_arrival arr = f->arr;
     struct sockaddr_storage peer = f->peer, dst = f->dst;
     bool transparent = f->svc->cfg.transparent;
     uint8_t first[DETECT_MAX_BYTES];
@@ -122,7 +145,7 @@ static void front_try(struct front *f)
     struct service *svc = f->svc;
     front_free(f, false);
     if (v == DETECT_IPERF3)
-        i3_accept(svc, fd, &peer, transparent ? &dst : NULL, first, seq);   /* the cookie */
+        i3_accept(svc, fd, &peer, transparent ? &dst : NULL, first, &arr);   /* the cookie */
     else
         i2_accept(svc, fd, &peer, transparent ? &dst : NULL, first, got);
 }
@@ -204,7 +227,11 @@ void front_accept(struct service *svc, int fd, const struct sockaddr_storage *pe
     f->fd = fd;
     f->peer = *peer;
     f->peerlen = peerlen;
-    f->seq = ++q->accepted;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);   /* the clock of SO_TIMESTAMPNS */
+    f->arr = (struct front_arrival){ .seq = ++q->accepted,
+                                     .accepted_us = (int64_t)now.tv_sec * 1000000 +
+                                                    now.tv_nsec / 1000 };
     ev_io_init(&f->io, read_cb, fd, EV_READ);
     f->io.data = f;
     ev_timer_init(&f->timer, timeout_cb, svc->cfg.handshake_timeout, 0);

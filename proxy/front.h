@@ -15,6 +15,14 @@
 struct service;
 struct front;
 
+/* How a connection arrived, handed on with it: iperf3 orders data
+ * connections by it (protocol/stream_order.h). */
+struct front_arrival {
+    uint64_t seq;           /* accept order (1, 2, ...) on the service */
+    int64_t  accepted_us;   /* CLOCK_REALTIME at accept, us */
+    int64_t  first_rx_us;   /* kernel receive time of the first bytes, us (0: none) */
+};
+
 /* A service's connections still being recognised, in accept order. */
 struct front_queue {
     struct front *head, *tail;   /* oldest first */

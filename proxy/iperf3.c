@@ -952,12 +952,12 @@ static void refuse_draining(int fd, const struct sockaddr_storage *peer)
 
 void i3_accept(struct service *svc, int fd, const struct sockaddr_storage *peer,
                const struct sockaddr_storage *dst, const uint8_t cookie[I3_COOKIE_SIZE],
-               uint64_t accept_seq)
+               const struct front_arrival *arr)
 {
     for (struct test *t = svc->tests; t; t = t->next) {
         if (t->state != TEST_CLOSED && t->failure == NULL && t->ctrl != NULL &&
             memcmp(t->cookie, cookie, I3_COOKIE_SIZE) == 0) {
-            data_new(t, fd, peer, accept_seq);
+            data_new(t, fd, peer, arr);
             return;
         }
     }

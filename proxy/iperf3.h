@@ -50,17 +50,19 @@
 #include "protocol/iperf3_ctrl.h"
 
 struct service;
+struct front_arrival;
 
 /* Takes ownership of a client connection whose first bytes were a complete
  * iperf3 cookie: a new control connection (refused while svc drains), or a
- * data connection of a test in progress.  accept_seq numbers connections in
+ * data connection of a test in progress.  arr->seq numbers connections in
  * the order they were accepted (the kernel's order of completed handshakes),
- * which may differ from the order their cookies arrived in.  dst: with
+ * which may differ from the order their cookies arrived in; arr's times
+ * help order data connections as the client created them.  dst: with
  * --transparent, the server the client addressed (a new test goes there,
  * not to the pool); NULL otherwise. */
 void i3_accept(struct service *svc, int fd, const struct sockaddr_storage *peer,
                const struct sockaddr_storage *dst, const uint8_t cookie[I3_COOKIE_SIZE],
-               uint64_t accept_seq);
+               const struct front_arrival *arr);
 
 /* The server a new iperf3 UDP stream from client goes to: that of the test
  * of the same host whose server is creating streams (CREATE_STREAMS sent,

@@ -384,7 +384,7 @@ static void server_leg_connected(void *arg, int fd, int err)
 
 /* A client data connection of test t. */
 void data_new(struct test *t, int fd, const struct sockaddr_storage *peer,
-                     uint64_t accept_seq)
+              const struct front_arrival *arr)
 {
     char who[ADDR_STR_MAX];
     if (t->nlegs[SIDE_CLIENT] >= I3_MAX_LEGS) {
@@ -417,14 +417,19 @@ void data_new(struct test *t, int fd, const struct sockaddr_storage *peer,
     socklen_t tl = sizeof(ti);
     memset(&ti, 0, sizeof(ti));
     getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl);
-    t->cl_seq[idx] = accept_seq;
-    t->cl_rtt[idx] = ti.tcpi_rtt;
-    t->cl_retrans[idx] = ti.tcpi_total_retrans;
+    t->cl_seen[idx] = (struct so_conn){ .accept_seq = arr->seq, .port = (uint16_t)net_port((const struct sockaddr *)peer),
+                                        .rtt_us = ti.tcpi_rtt,
+                                        .synack_retrans = ti.tcpi_total_retrans > 0,
+                                        .accept_us = arr->accepted_us,
+                                        .rx_us = arr->first_rx_us };
 
     struct tcp_opts o = test_tcp_opts(t);
     tcp_opts_apply(fd, &(struct tcp_opts){ .bufsize = o.bufsize, .nodelay = o.nodelay });
     data_leg_rcvbuf(t, fd);
-    log_debug("test %s: data connection #%d from %s", t->id, idx + 1, addr_s(peer, who));
+    log_debug("test %s: data connection #%d from %s: accept #%" PRIu64 ", handshake RTT %u us%s, "
+              "cookie %.3f ms after the accept", t->id, idx + 1, addr_s(peer, who), arr->seq,
+              ti.tcpi_rtt, ti.tcpi_total_retrans ? " (SYN-ACK retransmitted)" : "",
+              arr->first_rx_us ? (double)(arr->first_rx_us - arr->accepted_us) / 1000 : 0.0);
     if (hold_mode(t))
         leg_hold(cl);
     t->busy++;

@@ -197,36 +197,15 @@ static int results_replace(struct test *t, int d, const int64_t *from, const int
 
 
 /* The client's connections in the order it created them, when that is
- * certain: order[k] = client leg of the client's k-th stream.  The client
- * creates its streams one after another (connect, cookie, next connect), and
- * the ACK completing stream k's handshake leaves before stream k+1's SYN, so
- * the kernel completes the handshakes, and the shim accepts them, in creation
- * order, whenever no handshake was held up: overtaking takes at least two
- * round trips more than the path needs, which a lost ACK and cookie (a
- * retransmission timeout, >= 200 ms) shows in the handshake's RTT sample.  A
- * lost cookie alone delays only the cookie (data_new), not the accept.
- * Returns 0 with order[] set, or -1 when some handshake may have been
- * overtaken (RTT unknown, SYN-ACK retransmitted, or RTT >= 2 x the test's
- * smallest + 1 ms). */
-static int client_creation_order(const struct test *t, int n, int *order)
+ * certain (protocol/stream_order.h: accept order when no handshake was held
+ * up, else the source ports' order confirmed pair by pair by accept order or
+ * the SYN-ACK times): order[k] = client leg of the client's k-th stream.
+ * Returns 0 with order[] and *how set, or -1 with *why. */
+static int client_creation_order(const struct test *t, int n, int *order, enum so_source *how,
+                                 char *why, size_t whylen)
 {
-    uint32_t min = UINT32_MAX;
-    for (int k = 0; k < n; k++)
-        if (t->cl_rtt[k] < min)
-            min = t->cl_rtt[k];
-    for (int k = 0; k < n; k++) {
-        if (t->cl_rtt[k] == 0 || t->cl_retrans[k] > 0 ||
-            (uint64_t)t->cl_rtt[k] >= 2 * (uint64_t)min + 1000)
-            return -1;
-        order[k] = k;
-    }
-    for (int i = 1; i < n; i++)   /* by accept order */
-        for (int j = i; j > 0 && t->cl_seq[order[j - 1]] > t->cl_seq[order[j]]; j--) {
-            int x = order[j];
-            order[j] = order[j - 1];
-            order[j - 1] = x;
-        }
-    return 0;
+    return so_creation_order(t->cl_seen, n, (uint16_t)net_port((const struct sockaddr *)&t->client),
+                             order, how, why, whylen);
 }
 
 
@@ -234,11 +213,12 @@ static int client_creation_order(const struct test *t, int n, int *order)
  * client_creation_order): entry i is the client's i-th stream.  Sending
  * streams are checked against the bytes (exact after the fence).  Returns 0
  * with map[] set, or -1 (order not certain, or the bytes disagree). */
-static int results_map_by_order(const struct test *t, const struct i3_rstream *ent, int n,
+static int results_map_by_order(struct test *t, const struct i3_rstream *ent, int n,
                                 int *map)
 {
     int order[I3_RESULTS_MAX_STREAMS], relay_of[I3_MAX_LEGS];
-    if (client_creation_order(t, n, order) == -1)
+    if (client_creation_order(t, n, order, &t->res_how, t->res_order_why,
+                              sizeof(t->res_order_why)) == -1)
         return -1;
     for (int k = 0; k < n; k++)
         relay_of[k] = -1;
@@ -326,8 +306,13 @@ static int results_map(struct test *t, char *why, size_t whylen)
         }
     }
     t->res_by_order = results_map_by_order(t, ent, n, map) == 0;
-    if (!t->res_by_order && results_map_by_bytes(t, ent, n, map, why, whylen) == -1)
+    if (!t->res_by_order && results_map_by_bytes(t, ent, n, map, why, whylen) == -1) {
+        if (t->res_order_why[0]) {   /* say why the order did not settle it either */
+            size_t l = strlen(why);
+            snprintf(why + l, whylen - l, "; creation order: %s", t->res_order_why);
+        }
         return -1;
+    }
     /* Both ends number streams alike (1, 3, 4, ... in creation or accept
      * order): the server's k-th stream has the id of the client's k-th entry. */
     int moved = 0;
@@ -341,10 +326,19 @@ static int results_map(struct test *t, char *why, size_t whylen)
 }
 
 
+/* How the client's entries were matched, for the test line. */
+static const char *match_how(const struct test *t)
+{
+    if (!t->res_by_order)
+        return "bytes";
+    return t->res_how == SO_BY_ACCEPT ? "accept order" : "ports and SYN-ACK times";
+}
+
+
 /* The held results block of direction d is complete. */
 static void results_finish(struct test *t, int d)
 {
-    char why[160];
+    char why[384];
     if (t->res[d].len < 4) {
         results_leave(t, d, "no JSON");
         return;
@@ -359,7 +353,7 @@ static void results_finish(struct test *t, int d)
             t->res[d].state = RES_DONE;
             relay_release(t->ctrl, d);
             snprintf(t->res_note, sizeof(t->res_note), "%d streams matched by %s, ids as "
-                     "they were", t->res_n, t->res_by_order ? "accept order" : "bytes");
+                     "they were", t->res_n, match_how(t));
             return;
         }
         if (results_replace(t, d, t->res_cid, t->res_sid, t->res_n, why, sizeof(why)) == -1) {
@@ -367,7 +361,7 @@ static void results_finish(struct test *t, int d)
             return;
         }
         snprintf(t->res_note, sizeof(t->res_note), "%d of %d stream ids renumbered (matched by "
-                 "%s; client's JSON)", moved, t->res_n, t->res_by_order ? "accept order" : "bytes");
+                 "%s; client's JSON)", moved, t->res_n, match_how(t));
         log_info("test %s: per-stream results: %d of %d client streams met another server "
                  "stream than their id says: ids renumbered both ways", t->id, moved, t->res_n);
         results_hold(t, FLOW_S2C);   /* the server's results come next: the inverse */

@@ -15,9 +15,11 @@
 #include "compat/iperf3_compat.h"
 #include "protocol/iperf3_params.h"
 #include "protocol/iperf3_roles.h"
+#include "protocol/stream_order.h"
 #include "protocol/iperf3_results.h"
 #include "proxy/connect.h"
 #include "proxy/end_reason.h"
+#include "proxy/front.h"
 #include "proxy/iperf3.h"
 #include "proxy/log.h"
 #include "proxy/net.h"
@@ -178,9 +180,8 @@ struct test {
     double            open_wait;          /* s: connect + cookie ACK, summed over server legs */
     struct relay     *relays[I3_MAX_LEGS];/* data relays, NULL once finished */
     int               pair_leg[I3_MAX_LEGS][2]; /* relay i: index of its client and server leg */
-    uint64_t          cl_seq[I3_MAX_LEGS];      /* client leg k: accept order (front) */
-    uint32_t          cl_rtt[I3_MAX_LEGS];      /* client leg k: handshake RTT, us (0: unknown) */
-    uint32_t          cl_retrans[I3_MAX_LEGS];  /* client leg k: SYN-ACKs retransmitted */
+    struct so_conn    cl_seen[I3_MAX_LEGS];     /* client leg k: accept order, port, handshake
+                                                   RTT, accept and cookie times */
     uint64_t          pair_bytes[I3_MAX_LEGS][2]; /* relay i: data bytes per flow, once ended */
     uint64_t          pair_s2c_end[I3_MAX_LEGS];  /* relay i: server->client bytes the client had
                                                      acknowledged at its TEST_END */
@@ -220,8 +221,10 @@ struct test {
     int               res_n;              /* stream entries in the id mapping */
     int64_t           res_cid[I3_RESULTS_MAX_STREAMS]; /* client's stream id of entry k */
     int64_t           res_sid[I3_RESULTS_MAX_STREAMS]; /* server's id of the stream it met */
-    bool              res_by_order;       /* entries mapped by the client's accept order */
-    char              res_note[256];      /* what became of the per-stream results, for the
+    bool              res_by_order;       /* entries mapped by the client's creation order */
+    enum so_source    res_how;            /* how that order was known, when res_by_order */
+    char              res_order_why[192]; /* why it was not, else "" */
+    char              res_note[512];      /* what became of the per-stream results, for the
                                              test line ("" if nothing was tried) */
 };
 
@@ -250,7 +253,7 @@ void test_maybe_free(struct test *t);
 
 /* ---- iperf3_data.c: data connections, upstream order, roles and pairing */
 void data_new(struct test *t, int fd, const struct sockaddr_storage *peer,
-                     uint64_t accept_seq);
+              const struct front_arrival *arr);
 void leg_free(struct leg *l, bool close_fd, bool reset);
 void role_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents);
 void try_pair(struct test *t);

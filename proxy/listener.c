@@ -149,6 +149,11 @@ int tcp_listener_start(struct tcp_listener *l, struct service *svc)
     l->fd = net_tcp_listen(&svc->cfg.listen_addr, svc->cfg.listen_len, svc->cfg.transparent);
     if (l->fd == -1)
         return -1;
+    /* accepted sockets inherit it: the front learns when each client's first
+     * bytes arrived (iperf3 data connections are ordered by it) */
+    int one = 1;
+    if (setsockopt(l->fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof(one)) == -1)
+        log_debug("service %s: SO_TIMESTAMPNS: %s", svc->cfg.name, strerror(errno));
     reserve_spare(l);
     ev_io_init(&l->io, accept_cb, l->fd, EV_READ);
     ev_timer_init(&l->pause, resume_cb, PAUSE_S, 0);

@@ -1,0 +1,244 @@
+/* Unit tests for protocol/stream_order.c: the client's creation order of its
+ * data connections.  A model of the client (streams created one after another,
+ * each handshake clean, held up by a lost ACK and cookie, or with only its
+ * cookie lost) generates what the shim observes; over every combination and
+ * several accept lags the decision must never return a wrong order, and must
+ * decide the cases the docs promise.  Plus ties, port wrap, missing
+ * observations and hostile values. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdbool.h>
+#include <string.h>
+
+#include "protocol/stream_order.h"
+
+enum fate { CLEAN, LATE_COOKIE, HELD };
+
+#define RTT    20        /* us, one handshake */
+#define STEP   90        /* us between two creations (connect + cookie) */
+#define RTO    200000    /* us, the client's retransmission timeout */
+#define T0     1700000000000000LL
+
+/* Observations of n streams created in order 0..n-1 with fates f[], shuffled
+ * so that observation i is stream perm[i]; ports from ctrl + 2 in steps of 4;
+ * the shim accepts each connection lag us after its handshake completes. */
+static void model(const enum fate *f, int n, const int *perm, int64_t lag, uint16_t ctrl,
+                  struct so_conn *c)
+{
+    int64_t acc[SO_MAX_CONNS];
+    for (int k = 0; k < n; k++) {
+        int s = perm[k];
+        int64_t syn = T0 + (int64_t)s * STEP;   /* the SYN-ACK leaves */
+        int64_t done = f[s] == HELD ? syn + RTO + s : syn + RTT;
+        acc[k] = done + lag;
+        c[k] = (struct so_conn){
+            .port = (uint16_t)(ctrl + 2 + 4 * s),
+            .rtt_us = (uint32_t)(done - syn),
+            .accept_us = acc[k],
+            .rx_us = f[s] == LATE_COOKIE ? done + RTO : f[s] == HELD ? done : done + 3,
+        };
+    }
+    for (int k = 0; k < n; k++) {   /* accept order: by accept time */
+        uint64_t seq = 1;
+        for (int j = 0; j < n; j++)
+            seq += acc[j] < acc[k] || (acc[j] == acc[k] && j < k);
+        c[k].accept_seq = seq;
+    }
+}
+
+static int decide(const struct so_conn *c, int n, uint16_t ctrl, int *order, enum so_source *how)
+{
+    char why[256];
+    return so_creation_order(c, n, ctrl, order, how, why, sizeof(why));
+}
+
+static void order__every_fate_of_four_streams__never_wrong(void **state)
+{
+    (void)state;
+    const int perms[3][4] = { { 0, 1, 2, 3 }, { 3, 1, 0, 2 }, { 2, 3, 1, 0 } };
+    const int64_t lags[4] = { 0, 5, 60, 400 };
+    int decided = 0, total = 0;
+    for (int code = 0; code < 81; code++) {
+        enum fate f[4];
+        for (int k = 0, x = code; k < 4; k++, x /= 3)
+            f[k] = (enum fate)(x % 3);
+        for (int p = 0; p < 3; p++)
+            for (int l = 0; l < 4; l++) {
+                struct so_conn c[4];
+                int order[4];
+                enum so_source how;
+                model(f, 4, perms[p], lags[l], 40000, c);
+                total++;
+                if (decide(c, 4, 40000, order, &how) == -1)
+                    continue;
+                decided++;
+                for (int k = 0; k < 4; k++)   /* the k-th created stream */
+                    assert_int_equal(perms[p][order[k]], k);
+            }
+    }
+    assert_true(decided > total / 2);
+}
+
+static void order__no_handshake_held__accept_order(void **state)
+{
+    (void)state;
+    enum fate f[3] = { CLEAN, LATE_COOKIE, CLEAN };
+    int perm[3] = { 2, 0, 1 }, order[3];
+    struct so_conn c[3];
+    enum so_source how;
+    model(f, 3, perm, 5, 40000, c);
+    c[0].port = 1;   /* ports are not even looked at */
+    assert_int_equal(decide(c, 3, 40000, order, &how), 0);
+    assert_int_equal(how, SO_BY_ACCEPT);
+    assert_int_equal(order[0], 1);
+    assert_int_equal(order[1], 2);
+    assert_int_equal(order[2], 0);
+}
+
+static void order__first_stream_held_up__placed_by_its_syn_ack_time(void **state)
+{
+    (void)state;
+    /* the case of t_iperf3_reorder: stream 0 accepted last */
+    enum fate f[4] = { HELD, CLEAN, CLEAN, CLEAN };
+    int perm[4] = { 0, 1, 2, 3 }, order[4];
+    struct so_conn c[4];
+    enum so_source how;
+    model(f, 4, perm, 5, 40000, c);
+    assert_int_equal(c[0].accept_seq, 4);
+    assert_int_equal(decide(c, 4, 40000, order, &how), 0);
+    assert_int_equal(how, SO_BY_PORT_TIME);
+    for (int k = 0; k < 4; k++)
+        assert_int_equal(order[k], k);
+}
+
+static void order__ports_alone_contradicted__refused(void **state)
+{
+    (void)state;
+    /* a held stream whose port says "first" but whose SYN-ACK left last */
+    enum fate f[3] = { CLEAN, CLEAN, HELD };
+    int perm[3] = { 0, 1, 2 }, order[3];
+    struct so_conn c[3];
+    enum so_source how;
+    model(f, 3, perm, 5, 40000, c);
+    c[2].port = 40001;
+    assert_int_equal(decide(c, 3, 40000, order, &how), -1);
+}
+
+static void order__held_without_timestamp_or_rtt__refused(void **state)
+{
+    (void)state;
+    enum fate f[3] = { HELD, CLEAN, CLEAN };
+    int perm[3] = { 0, 1, 2 }, order[3];
+    struct so_conn c[3];
+    enum so_source how;
+    model(f, 3, perm, 5, 40000, c);
+    struct so_conn keep = c[0];
+    c[0].rx_us = 0;                       /* no SO_TIMESTAMPNS */
+    assert_int_equal(decide(c, 3, 40000, order, &how), -1);
+    c[0] = keep;
+    c[0].synack_retrans = true;           /* no handshake RTT sample */
+    assert_int_equal(decide(c, 3, 40000, order, &how), -1);
+    c[0] = keep;
+    c[0].rtt_us = 0;
+    assert_int_equal(decide(c, 3, 40000, order, &how), -1);
+    c[0] = keep;
+    assert_int_equal(decide(c, 3, 0, order, &how), -1);   /* control port unknown */
+    assert_int_equal(decide(c, 3, 40000, order, &how), 0);
+}
+
+static void order__ports_wrap_past_65535__still_ordered(void **state)
+{
+    (void)state;
+    enum fate f[3] = { HELD, CLEAN, CLEAN };
+    int perm[3] = { 0, 1, 2 }, order[3];
+    struct so_conn c[3];
+    enum so_source how;
+    model(f, 3, perm, 5, 65530, c);   /* ports 65532, 0, 4 */
+    assert_int_equal(c[1].port, 0);
+    assert_int_equal(decide(c, 3, 65530, order, &how), 0);
+    for (int k = 0; k < 3; k++)
+        assert_int_equal(order[k], k);
+}
+
+static void order__port_range_wrapped__refused(void **state)
+{
+    (void)state;
+    /* 60999 -> 32768: Linux's range wrapped between two streams */
+    enum fate f[2] = { HELD, CLEAN };
+    int perm[2] = { 0, 1 }, order[2];
+    struct so_conn c[2];
+    enum so_source how;
+    model(f, 2, perm, 5, 60990, c);
+    c[1].port = 32768;
+    assert_int_equal(decide(c, 2, 60990, order, &how), -1);
+}
+
+static void order__ties__refused(void **state)
+{
+    (void)state;
+    enum fate f[2] = { HELD, CLEAN };
+    int perm[2] = { 0, 1 }, order[2];
+    struct so_conn c[2];
+    enum so_source how;
+    model(f, 2, perm, 5, 40000, c);
+    struct so_conn keep = c[1];
+    c[1].port = c[0].port;   /* same port */
+    assert_int_equal(decide(c, 2, 40000, order, &how), -1);
+    c[1] = keep;
+    c[1].accept_seq = c[0].accept_seq;   /* same accept number */
+    assert_int_equal(decide(c, 2, 40000, order, &how), -1);
+    c[1] = keep;
+    c[1].port = 40000;   /* the control connection's own port */
+    assert_int_equal(decide(c, 2, 40000, order, &how), -1);
+}
+
+static void order__hostile_values__no_overflow_no_order(void **state)
+{
+    (void)state;
+    struct so_conn c[2] = {
+        { .accept_seq = 2, .port = 40002, .rtt_us = UINT32_MAX, .accept_us = INT64_MIN,
+          .rx_us = INT64_MAX },
+        { .accept_seq = 1, .port = 40006, .rtt_us = 1, .accept_us = INT64_MAX,
+          .rx_us = INT64_MIN },
+    };
+    int order[SO_MAX_CONNS + 1];
+    enum so_source how;
+    assert_int_equal(decide(c, 2, 40000, order, &how), -1);
+    assert_int_equal(decide(c, 0, 40000, order, &how), -1);
+    assert_int_equal(decide(c, SO_MAX_CONNS + 1, 40000, order, &how), -1);
+    assert_int_equal(so_creation_order(c, 2, 40000, order, &how, NULL, 0), -1);
+}
+
+static void order__one_stream__always(void **state)
+{
+    (void)state;
+    struct so_conn c = { .accept_seq = 7, .rtt_us = 0 };
+    int order[1];
+    enum so_source how;
+    /* held (RTT unknown), yet one stream has one order... only with a port */
+    assert_int_equal(decide(&c, 1, 0, order, &how), -1);
+    c.port = 40002;
+    assert_int_equal(decide(&c, 1, 40000, order, &how), 0);
+    assert_int_equal(order[0], 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(order__every_fate_of_four_streams__never_wrong),
+        cmocka_unit_test(order__no_handshake_held__accept_order),
+        cmocka_unit_test(order__first_stream_held_up__placed_by_its_syn_ack_time),
+        cmocka_unit_test(order__ports_alone_contradicted__refused),
+        cmocka_unit_test(order__held_without_timestamp_or_rtt__refused),
+        cmocka_unit_test(order__ports_wrap_past_65535__still_ordered),
+        cmocka_unit_test(order__port_range_wrapped__refused),
+        cmocka_unit_test(order__ties__refused),
+        cmocka_unit_test(order__hostile_values__no_overflow_no_order),
+        cmocka_unit_test(order__one_stream__always),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
