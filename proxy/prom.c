@@ -192,5 +192,7 @@ void prom_render(FILE *f, const struct service *services)
                c->refused_flows);
         sample(f, "iperf_shim_udp_datagrams_dropped_total", s, ",reason=\"queue_full\"",
                c->queue_drops);
+        sample(f, "iperf_shim_udp_datagrams_dropped_total", s, ",reason=\"server_not_allowed\"",
+               c->refused_servers);
     }
 }

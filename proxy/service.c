@@ -98,10 +98,10 @@ static void log_udp_counters(const struct service *svc)
     log_info("UDP on %s: %" PRIu64 " flows, %" PRIu64 " ICMP errors absorbed, %" PRIu64
              " final datagrams answered by the shim, %" PRIu64 " junk datagrams, %" PRIu64
              " refused (table full or draining), %" PRIu64 " excluded by --protocol, %" PRIu64
-             " queue drops",
+             " queue drops, %" PRIu64 " for servers not served (--allow-server, the shim itself)",
              net_addr_str((const struct sockaddr *)&svc->cfg.listen_addr, l, sizeof(l)),
              c->flows, c->icmp_absorbed, c->fins_answered, c->junk, c->refused_flows,
-             c->wrong_protocol, c->queue_drops);
+             c->wrong_protocol, c->queue_drops, c->refused_servers);
 }
 
 void service_stop(struct service *svc)

@@ -10,6 +10,7 @@
 #include "proxy/log.h"
 #include "proxy/net.h"
 #include "proxy/service.h"
+#include "proxy/transparent.h"
 #include "proxy/udp_back.h"
 #include "proxy/udp_flow.h"
 
@@ -94,12 +95,111 @@ static void upstream_readable_cb(struct ev_loop *loop, ev_io *w, int revents)
 }
 
 static void flow_connect_client(struct udp_flow *f);
+static void connected_readable_cb(struct ev_loop *loop, ev_io *w, int revents);
+
+/* A zeroed flow of u for client (no sockets yet), or NULL. */
+static struct udp_flow *flow_alloc(struct udp_state *u, const struct sockaddr_storage *client,
+                                   socklen_t clen, enum udp_proto proto)
+{
+    struct udp_flow *f = calloc(1, sizeof(*f));
+    if (f == NULL)
+        return NULL;
+    f->u = u;
+    f->client = *client;
+    f->clen = clen;
+    f->ufd = -1;
+    f->cfd = -1;
+    f->proto = proto;
+    return f;
+}
+
+/* f has its upstream socket ufd (connected to f->server): reads the first
+ * datagram's test header, opens an iperf2 connect-back port when the test
+ * needs one, and puts f in the table. */
+static void flow_start(struct udp_flow *f, int ufd, const uint8_t *first, size_t first_len)
+{
+    struct udp_state *u = f->u;
+    char c[ADDR_STR_MAX], s[ADDR_STR_MAX];
+    f->ufd = ufd;
+    if (f->proto == UDP_IPERF2) {
+        i2_udp_client_parse(first, first_len, &f->i2);   /* detect_udp() accepted it */
+        /* with --transparent-source the server reaches the client itself
+         * (its return path is the gateway): no connect-back port */
+        if (f->i2.hdr.connect_back && !u->cfg->transparent_source)
+            udp_i2_open_back(f);
+    }
+    f->last[0] = f->last[1] = f->created = ev_now(u->loop);
+    f->started = time(NULL);
+    ev_io_init(&f->urd, upstream_readable_cb, ufd, EV_READ);
+    ev_io_init(&f->uwr, udp_upstream_writable_cb, ufd, EV_WRITE);
+    f->urd.data = f->uwr.data = f;
+    ev_io_start(u->loop, &f->urd);
+    udp_flow_insert(u, f);
+    if (f->dest.ss_family != 0)
+        log_debug("new %s UDP flow from %s to %s", f->proto == UDP_IPERF2 ? "iperf2" : "iperf3",
+                  net_addr_str((const struct sockaddr *)&f->client, c, sizeof(c)),
+                  net_addr_str((const struct sockaddr *)&f->server, s, sizeof(s)));
+    else
+        log_debug("new %s UDP flow from %s", f->proto == UDP_IPERF2 ? "iperf2" : "iperf3",
+                  net_addr_str((const struct sockaddr *)&f->client, c, sizeof(c)));
+}
+
+/* Out of sockets (EMFILE, ENFILE, ENOBUFS): counted in the log, rate-limited. */
+static void no_socket(struct udp_state *u, const struct sockaddr_storage *client)
+{
+    char c[ADDR_STR_MAX];
+    if (log_rate_ok(&u->nosock_log, ev_now(u->loop), 1.0)) {
+        log_warn("no socket for a UDP flow of %s: %s (%" PRIu64 " more not logged)",
+                 net_addr_str((const struct sockaddr *)client, c, sizeof(c)),
+                 strerror(errno), u->nosock_log.suppressed);
+        u->nosock_log.suppressed = 0;
+    }
+}
+
+/* --transparent: a new flow toward dest, the server the client addressed
+ * (no pool).  Its client-facing socket speaks as that server; without one
+ * the flow cannot answer as the server would, so it is not created.
+ * Returns NULL when a socket cannot be had (logged, rate-limited). */
+static struct udp_flow *flow_new_transparent(struct udp_state *u,
+                                             const struct sockaddr_storage *client,
+                                             socklen_t clen, const struct sockaddr_storage *dest,
+                                             enum udp_proto proto, const uint8_t *first,
+                                             size_t first_len)
+{
+    char c[ADDR_STR_MAX], d[ADDR_STR_MAX];
+    struct udp_flow *f = flow_alloc(u, client, clen, proto);
+    if (f == NULL)
+        return NULL;
+    f->dest = *dest;
+    f->local = *dest;   /* what the client sent to */
+    int ufd = udp_tp_upstream_socket(f);
+    if (ufd == -1 || (f->cfd = udp_tp_client_socket(f)) == -1) {
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+            no_socket(u, client);
+        else if (log_rate_ok(&u->nosock_log, ev_now(u->loop), 1.0))
+            log_warn("UDP flow from %s to %s not relayed: cannot open its %s socket: %s",
+                     net_addr_str((const struct sockaddr *)client, c, sizeof(c)),
+                     net_addr_str((const struct sockaddr *)dest, d, sizeof(d)),
+                     ufd == -1 ? "upstream" : "client-facing", strerror(errno));
+        if (ufd != -1)
+            close(ufd);
+        free(f);
+        return NULL;
+    }
+    ev_io_init(&f->crd, connected_readable_cb, f->cfd, EV_READ);
+    ev_io_init(&f->cwr, udp_client_writable_cb, f->cfd, EV_WRITE);
+    f->crd.data = f->cwr.data = f;
+    ev_io_start(u->loop, &f->crd);
+    flow_start(f, ufd, first, first_len);
+    return f;
+}
 
 /* A new flow for a client whose first datagram (first, first_len) was
  * recognised as proto: its own upstream socket, connected to the server.
  * Returns NULL (logged, counted) when the table is full or out of fds. */
 static struct udp_flow *flow_new(struct udp_state *u, const struct sockaddr_storage *client,
                                  socklen_t clen, const struct sockaddr_storage *local,
+                                 const struct sockaddr_storage *dest,
                                  enum udp_proto proto, const uint8_t *first, size_t first_len)
 {
     char c[ADDR_STR_MAX];
@@ -117,6 +217,8 @@ static struct udp_flow *flow_new(struct udp_state *u, const struct sockaddr_stor
     struct sockaddr_storage server;   /* the pool member this flow goes to */
     socklen_t uplen;
     int member = -1;                  /* iperf2: the member whose load it adds to */
+    if (dest->ss_family != 0)
+        return flow_new_transparent(u, client, clen, dest, proto, first, first_len);
     if (proto == UDP_IPERF2) {
         member = pool_pick_iperf2(&u->svc->pool2);
         server = u->svc->pool2.m[member].addr;   /* a pool is never empty */
@@ -132,12 +234,7 @@ static struct udp_flow *flow_new(struct udp_state *u, const struct sockaddr_stor
     int fd = socket(up->ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     struct udp_flow *f = NULL;
     if (fd == -1) {
-        if (log_rate_ok(&u->nosock_log, ev_now(u->loop), 1.0)) {
-            log_warn("no socket for a UDP flow of %s: %s (%" PRIu64 " more not logged)",
-                     net_addr_str((const struct sockaddr *)client, c, sizeof(c)),
-                     strerror(errno), u->nosock_log.suppressed);
-            u->nosock_log.suppressed = 0;
-        }
+        no_socket(u, client);
         goto fail;
     }
     udp_sockbufs(fd);
@@ -145,33 +242,14 @@ static struct udp_flow *flow_new(struct udp_state *u, const struct sockaddr_stor
         log_warn("cannot open a UDP flow to the server: %s", strerror(errno));
         goto fail;
     }
-    if ((f = calloc(1, sizeof(*f))) == NULL)
+    if ((f = flow_alloc(u, client, clen, proto)) == NULL)
         goto fail;
     f->server = server;
     f->member_held = member >= 0;
-    f->u = u;
-    f->client = *client;
-    f->clen = clen;
     f->local = *local;
-    f->ufd = fd;
-    f->cfd = -1;
-    f->proto = proto;
-    if (proto == UDP_IPERF2) {
-        i2_udp_client_parse(first, first_len, &f->i2);   /* detect_udp() accepted it */
-        if (f->i2.hdr.connect_back)
-            udp_i2_open_back(f);
-    }
-    f->last[0] = f->last[1] = f->created = ev_now(u->loop);
-    f->started = time(NULL);
-    ev_io_init(&f->urd, upstream_readable_cb, fd, EV_READ);
-    ev_io_init(&f->uwr, udp_upstream_writable_cb, fd, EV_WRITE);
-    f->urd.data = f->uwr.data = f;
-    ev_io_start(u->loop, &f->urd);
-    udp_flow_insert(u, f);
+    flow_start(f, fd, first, first_len);
     if (u->cfg->udp_connected)
         flow_connect_client(f);
-    log_debug("new %s UDP flow from %s", proto == UDP_IPERF2 ? "iperf2" : "iperf3",
-              net_addr_str((const struct sockaddr *)client, c, sizeof(c)));
     return f;
 fail:
     if (fd != -1)
@@ -192,9 +270,10 @@ static bool flow_restarts(const struct udp_flow *f, const uint8_t *d, size_t len
     return udp_i2_restarts(f, d, len);
 }
 
-/* Client datagrams are readable on fd: the listener, or a flow's connected
- * socket (--udp-connected).  Each goes to its flow by lookup, either way. */
-static void client_readable(struct udp_state *u, int fd)
+/* Client datagrams are readable on fd: the listener (own NULL), or the
+ * connected client socket of flow own (--udp-connected, --transparent).  Each
+ * goes to its flow by lookup, either way. */
+static void client_readable(struct udp_state *u, int fd, struct udp_flow *own)
 {
     for (int i = 0; i < BATCH; i++) {
         B->iovs[i] = (struct iovec){ .iov_base = B->bufs[i], .iov_len = DGRAM_MAX };
@@ -206,8 +285,12 @@ static void client_readable(struct udp_state *u, int fd)
     }
     int n = recvmmsg(fd, B->msgs, BATCH, MSG_DONTWAIT, NULL);
     if (n == -1) {
-        if (errno == ECONNREFUSED)   /* from the client side: absorbed */
+        if (errno == ECONNREFUSED) {   /* from the client side: absorbed */
             u->ctr.icmp_absorbed++;
+            if (own != NULL)
+                own->icmp++;
+            log_debug("ICMP error absorbed on the client side of a UDP flow");
+        }
         return;
     }
     struct udp_flow *run = NULL;   /* flow of the pending run of datagrams bound upstream */
@@ -220,7 +303,14 @@ static void client_readable(struct udp_state *u, int fd)
             junk_drop(u, &B->names[i], d, len, "longer than the shim's datagram buffer");
             continue;
         }
-        struct udp_flow *f = udp_flow_lookup(u, &B->names[i]);
+        struct sockaddr_storage dest;   /* --transparent: the server it was sent to */
+        memset(&dest, 0, sizeof(dest));
+        if (u->cfg->transparent && udp_tp_dest_from_cmsg(mh, u->family, &dest) == -1) {
+            junk_drop(u, &B->names[i], d, len, "no original destination (not sent here "
+                      "by a TPROXY rule?)");
+            continue;
+        }
+        struct udp_flow *f = udp_flow_lookup(u, &B->names[i], &dest);
         if (f != NULL && flow_restarts(f, d, len)) {
             if (run == f) {   /* what is batched for the old flow goes out first */
                 udp_send_batch_to_server(run, run_start, run_len);
@@ -255,8 +345,13 @@ static void client_readable(struct udp_state *u, int fd)
             }
             if (!service_admits(u->svc, &B->names[i], "UDP client"))
                 continue;                 /* not allowed: no state either */
+            if (dest.ss_family != 0 &&
+                !transparent_admits(u->svc, &B->names[i], &dest, "UDP datagram from")) {
+                u->ctr.refused_servers++;   /* a server not served: no state */
+                continue;
+            }
             udp_local_from_cmsg(u, mh, &local);
-            f = flow_new(u, &B->names[i], mh->msg_namelen, &local, proto, d, len);
+            f = flow_new(u, &B->names[i], mh->msg_namelen, &local, &dest, proto, d, len);
             if (f == NULL)
                 continue;
         }
@@ -278,14 +373,14 @@ static void listener_readable_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop; (void)revents;
     struct udp_state *u = w->data;
-    client_readable(u, u->fd);
+    client_readable(u, u->fd, NULL);
 }
 
 static void connected_readable_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop; (void)revents;
     struct udp_flow *f = w->data;
-    client_readable(f->u, f->cfd);
+    client_readable(f->u, f->cfd, f);
 }
 
 /* --udp-connected: a socket on the address and port the client sent to,
@@ -335,6 +430,12 @@ int udp_start(struct service *svc)
         return -1;
     }
     udp_sockbufs(fd);
+    if (svc->cfg.transparent && udp_tp_want_origdst(fd, addr->ss_family) == -1) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
     if (addr->ss_family == AF_INET6) {
         const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)addr;
         if (IN6_IS_ADDR_UNSPECIFIED(&s6->sin6_addr))

@@ -38,6 +38,8 @@ struct udp_counters {
     uint64_t icmp_absorbed;   /* ICMP errors (ECONNREFUSED) seen on shim sockets */
     uint64_t queue_drops;     /* datagrams dropped: a per-flow queue was full */
     uint64_t fins_answered;   /* iperf2 final datagrams answered from a kept report */
+    uint64_t refused_servers; /* first datagrams dropped (--transparent): destination not
+                                 in --allow-server, or the shim's own listener */
     uint64_t flows;           /* flows created */
 };
 

@@ -35,6 +35,8 @@ struct udp_back {
     struct sockaddr_storage client;       /* client address, asked-for port */
     socklen_t               clen;
     struct sockaddr_storage client_side;  /* address the client reached the shim on */
+    bool                    transparent;  /* client_side is the server's: IP_TRANSPARENT */
+    uint32_t                mark;         /* SO_MARK of its sockets (0: none) */
     struct sockaddr_storage server;       /* the upstream server: only its datagrams count */
     struct back_leg         legs[BACK_LEGS];
     int                     nlegs;
@@ -92,7 +94,9 @@ static struct back_leg *leg_for(struct udp_back *b, const struct sockaddr_storag
         return NULL;
     struct sockaddr_storage from = b->client_side;
     socklen_t flen = net_set_port(&from, 0);
-    if ((from.ss_family == b->client.ss_family &&
+    if ((b->transparent && net_set_transparent(fd, b->client.ss_family) == -1) ||
+        (b->mark != 0 && setsockopt(fd, SOL_SOCKET, SO_MARK, &b->mark, sizeof(b->mark)) == -1) ||
+        (from.ss_family == b->client.ss_family &&
          bind(fd, (struct sockaddr *)&from, flen) == -1) ||
         connect(fd, (struct sockaddr *)&b->client, b->clen) == -1) {
         log_warn("iperf2 UDP connect-back: cannot open a socket toward client %s: %s",
@@ -159,7 +163,8 @@ static void server_readable_cb(struct ev_loop *loop, ev_io *w, int revents)
 struct udp_back *udp_back_open(struct ev_loop *loop, const struct sockaddr_storage *server,
                                const struct sockaddr_storage *server_side,
                                const struct sockaddr_storage *client_side,
-                               const struct sockaddr_storage *client, ev_tstamp *activity)
+                               const struct sockaddr_storage *client, bool transparent,
+                               uint32_t mark, ev_tstamp *activity)
 {
     struct udp_back *b = calloc(1, sizeof(*b));
     if (b == NULL)
@@ -167,7 +172,9 @@ struct udp_back *udp_back_open(struct ev_loop *loop, const struct sockaddr_stora
     struct sockaddr_storage at = *server_side;
     socklen_t alen = net_set_port(&at, 0);
     b->rfd = socket(at.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (b->rfd == -1 || bind(b->rfd, (struct sockaddr *)&at, alen) == -1 ||
+    if (b->rfd == -1 ||
+        (mark != 0 && setsockopt(b->rfd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) == -1) ||
+        bind(b->rfd, (struct sockaddr *)&at, alen) == -1 ||
         getsockname(b->rfd, (struct sockaddr *)&at, &alen) == -1) {
         int e = errno;
         if (b->rfd >= 0)
@@ -182,6 +189,8 @@ struct udp_back *udp_back_open(struct ev_loop *loop, const struct sockaddr_stora
     b->clen = client->ss_family == AF_INET ? sizeof(struct sockaddr_in)
                                            : sizeof(struct sockaddr_in6);
     b->client_side = *client_side;
+    b->transparent = transparent;
+    b->mark = mark;
     b->server = *server;
     b->activity = activity;
     ev_io_init(&b->rio, server_readable_cb, b->rfd, EV_READ);

@@ -13,6 +13,7 @@
 #define IPERF_SHIM_PROXY_UDP_BACK_H
 
 #include <ev.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -23,12 +24,17 @@ struct udp_back;
  * dropped, counted and logged (rate-limited).  client is the client's address
  * with the port it asked for; client_side is the address the client sent to.
  * *activity is set to ev_now() on every datagram from the server, so the
- * owning flow lingers while the connect-back runs.
+ * owning flow lingers while the connect-back runs.  With transparent
+ * (--transparent), client_side is the server's own address, not one of this
+ * host: the client-facing sockets bind to it with IP_TRANSPARENT, so the
+ * connect-back reaches the client from the server's address, as directly.
+ * mark (--transparent-mark, 0: none) is set on every socket opened here.
  * Returns NULL with errno on failure. */
 struct udp_back *udp_back_open(struct ev_loop *loop, const struct sockaddr_storage *server,
                                const struct sockaddr_storage *server_side,
                                const struct sockaddr_storage *client_side,
-                               const struct sockaddr_storage *client, ev_tstamp *activity);
+                               const struct sockaddr_storage *client, bool transparent,
+                               uint32_t mark, ev_tstamp *activity);
 
 /* Port the server must be told (host order). */
 uint16_t udp_back_port(const struct udp_back *b);

@@ -17,11 +17,13 @@
 #include <string.h>
 #include <unistd.h>
 
-static unsigned sa_hash(const struct sockaddr_storage *a)
+/* FNV-1a of an address and port, continuing from h. */
+static uint32_t sa_hash1(uint32_t h, const struct sockaddr_storage *a)
 {
     const uint8_t *p;
     size_t n;
-    uint32_t h = 2166136261u;
+    if (a->ss_family == 0)
+        return h;
     if (a->ss_family == AF_INET) {
         const struct sockaddr_in *s = (const void *)a;
         p = (const uint8_t *)&s->sin_addr;
@@ -35,7 +37,15 @@ static unsigned sa_hash(const struct sockaddr_storage *a)
     }
     for (size_t i = 0; i < n; i++)
         h = (h ^ p[i]) * 16777619u;
-    return h % HASH_BUCKETS;
+    return h;
+}
+
+/* The bucket of a flow key: the client, and the destination (family 0
+ * outside --transparent). */
+static unsigned sa_hash(const struct sockaddr_storage *client,
+                        const struct sockaddr_storage *dest)
+{
+    return sa_hash1(sa_hash1(2166136261u, client), dest) % HASH_BUCKETS;
 }
 
 const char *udp_flow_client_str(const struct udp_flow *f, char *buf)
@@ -45,7 +55,7 @@ const char *udp_flow_client_str(const struct udp_flow *f, char *buf)
 
 static void flow_log_end(const struct udp_flow *f)
 {
-    char c[ADDR_STR_MAX];
+    char c[ADDR_STR_MAX], sv[ADDR_STR_MAX];
     if (f->proto == UDP_IPERF2) {
         char back[96] = "";
         if (f->back != NULL) {
@@ -54,18 +64,22 @@ static void flow_log_end(const struct udp_flow *f)
             snprintf(back, sizeof(back), "; connect-back: %" PRIu64 " datagrams to client, %"
                      PRIu64 " to server", to_c, to_s);
         }
-        log_info("iperf2 UDP flow %s ended (%s): %" PRIu64 " datagrams (%" PRIu64 " bytes) to "
+        log_info("iperf2 UDP flow %s ended (%s): server %s; %" PRIu64 " datagrams (%" PRIu64
+                 " bytes) to "
                  "server, %" PRIu64 " to client; final datagrams %" PRIu32 " (%" PRIu32
                  " answered by the shim), Server Report %s (%" PRIu32 " later copies absorbed); "
                  "ICMP errors absorbed %" PRIu32 "; queue drops %" PRIu64 "%s",
-                 udp_flow_client_str(f, c), i2_mode_name(f->i2.hdr.mode), f->dgrams[0],
+                 udp_flow_client_str(f, c), i2_mode_name(f->i2.hdr.mode),
+                 net_addr_str((const struct sockaddr *)&f->server, sv, sizeof(sv)), f->dgrams[0],
                  f->bytes[0], f->dgrams[1], f->fins, f->fins_answered,
                  f->report ? "relayed" : (f->fin_seen ? "never came" : "not due"),
                  f->late_reports, f->icmp, f->drops, back);
     } else {
-        log_info("iperf3 UDP stream %s ended: %" PRIu64 " datagrams (%" PRIu64 " bytes) to "
+        log_info("iperf3 UDP stream %s ended: server %s; %" PRIu64 " datagrams (%" PRIu64
+                 " bytes) to "
                  "server, %" PRIu64 " (%" PRIu64 " bytes) to client; ICMP errors absorbed %"
-                 PRIu32 "; queue drops %" PRIu64, udp_flow_client_str(f, c), f->dgrams[0],
+                 PRIu32 "; queue drops %" PRIu64, udp_flow_client_str(f, c),
+                 net_addr_str((const struct sockaddr *)&f->server, sv, sizeof(sv)), f->dgrams[0],
                  f->bytes[0], f->dgrams[1], f->bytes[1], f->icmp, f->drops);
     }
 }
@@ -73,7 +87,7 @@ static void flow_log_end(const struct udp_flow *f)
 void udp_flow_free(struct udp_flow *f)
 {
     struct udp_state *u = f->u;
-    unsigned h = sa_hash(&f->client);
+    unsigned h = sa_hash(&f->client, &f->dest);
     struct udp_flow **pp = f->detached ? &u->detached : &u->hash[h];
     for (; *pp; pp = &(*pp)->hnext) {
         if (*pp == f) {
@@ -138,10 +152,12 @@ static void linger_cb(struct ev_loop *loop, ev_timer *w, int revents)
     udp_flow_free(f);
 }
 
-struct udp_flow *udp_flow_lookup(const struct udp_state *u, const struct sockaddr_storage *client)
+struct udp_flow *udp_flow_lookup(const struct udp_state *u, const struct sockaddr_storage *client,
+                                 const struct sockaddr_storage *dest)
 {
-    for (struct udp_flow *f = u->hash[sa_hash(client)]; f; f = f->hnext)
-        if (net_same_addr(&f->client, client))
+    for (struct udp_flow *f = u->hash[sa_hash(client, dest)]; f; f = f->hnext)
+        if (net_same_addr(&f->client, client) &&
+            (dest->ss_family == 0 ? f->dest.ss_family == 0 : net_same_addr(&f->dest, dest)))
             return f;
     return NULL;
 }
@@ -152,7 +168,7 @@ void udp_flow_insert(struct udp_state *u, struct udp_flow *f)
     f->linger.repeat = u->cfg->udp_linger;
     f->linger.data = f;
     ev_timer_again(u->loop, &f->linger);
-    unsigned h = sa_hash(&f->client);
+    unsigned h = sa_hash(&f->client, &f->dest);
     f->hnext = u->hash[h];
     u->hash[h] = f;
     u->nflows++;
@@ -163,7 +179,7 @@ void udp_flow_detach(struct udp_flow *f)
 {
     struct udp_state *u = f->u;
     char c[ADDR_STR_MAX];
-    unsigned h = sa_hash(&f->client);
+    unsigned h = sa_hash(&f->client, &f->dest);
     for (struct udp_flow **pp = &u->hash[h]; *pp; pp = &(*pp)->hnext) {
         if (*pp == f) {
             *pp = f->hnext;
@@ -174,6 +190,12 @@ void udp_flow_detach(struct udp_flow *f)
     f->hnext = u->detached;
     u->detached = f;
     udp_dgq_clear(&f->q[1]);   /* nothing more goes to the old test's client */
+    if (f->cfd >= 0) {         /* the new flow's own socket takes the client's datagrams */
+        ev_io_stop(u->loop, &f->crd);
+        ev_io_stop(u->loop, &f->cwr);
+        close(f->cfd);
+        f->cfd = -1;
+    }
     log_debug("UDP client %s started a new test while its last flow lingered: "
               "a new flow serves it", udp_flow_client_str(f, c));
 }

@@ -10,6 +10,9 @@
  *                 datagrams a socket would not take, ICMP absorption
  *   udp_iperf2.c  iperf2 specifics: the client's final datagrams, the
  *                 Server Report, the -d/-r connect-back port
+ *   udp_transparent.c  --transparent: the original destination of a
+ *                 datagram, the sockets of a flow that speak as the server
+ *                 (and, with --transparent-source, as the client)
  */
 #ifndef IPERF_SHIM_PROXY_UDP_FLOW_H
 #define IPERF_SHIM_PROXY_UDP_FLOW_H
@@ -62,11 +65,18 @@ struct udp_flow {
     struct sockaddr_storage client;   /* the client's address */
     socklen_t        clen;            /* its length */
     struct sockaddr_storage local;    /* the address the client sent to (reply source) */
+    struct sockaddr_storage dest;     /* --transparent: the original destination (the
+                                         server the client addressed, with its port), in
+                                         the listener's family; part of the flow's key.
+                                         Family 0 otherwise */
     int              ufd;             /* upstream socket, connected to the server */
     struct sockaddr_storage server;   /* that server: a pool member */
     bool             member_held;     /* iperf2: counted in the member's load */
     int              cfd;             /* --udp-connected: socket on the listen address and
-                                         port, connected to the client; else -1 */
+                                         port, connected to the client; --transparent:
+                                         bound to dest (IP_TRANSPARENT), connected to the
+                                         client, so replies come from the server's address
+                                         and port; else -1 */
     ev_io            crd;             /* cfd readable */
     ev_io            cwr;             /* cfd writable while datagrams wait for it */
     ev_io            urd;             /* upstream readable */
@@ -127,9 +137,11 @@ extern struct udp_batch udp_batch;
 
 /* ---- udp_flow.c: the flow table */
 
-/* The live (not detached) flow of a client address, or NULL. */
+/* The live (not detached) flow of a client address and destination, or
+ * NULL.  dest has family 0 outside --transparent (the client alone is the key). */
 struct udp_flow *udp_flow_lookup(const struct udp_state *u,
-                                 const struct sockaddr_storage *client);
+                                 const struct sockaddr_storage *client,
+                                 const struct sockaddr_storage *dest);
 /* Adds a new flow to u's table and starts its linger timer. */
 void udp_flow_insert(struct udp_state *u, struct udp_flow *f);
 /* Takes a flow out of the lookup: it lingers on, absorbing what the server
@@ -164,6 +176,24 @@ void udp_client_writable_cb(struct ev_loop *loop, ev_io *w, int revents);
 void udp_upstream_writable_cb(struct ev_loop *loop, ev_io *w, int revents);
 /* Drops every datagram of a queue. */
 void udp_dgq_clear(struct dgq *q);
+
+/* ---- udp_transparent.c: --transparent (the original destination as upstream) */
+
+/* Asks the kernel for each datagram's original destination on a UDP socket
+ * (IP_RECVORIGDSTADDR, and IPV6_RECVORIGDSTADDR on IPv6).  Returns 0 or -1. */
+int  udp_tp_want_origdst(int fd, int family);
+/* The original destination of a received datagram (address and port), in
+ * family (an IPv4 one v4-mapped for an IPv6 socket).  Returns 0, or -1 if
+ * the datagram carried none. */
+int  udp_tp_dest_from_cmsg(struct msghdr *mh, int family, struct sockaddr_storage *dest);
+/* f's upstream socket toward f->dest, connected; with --transparent-source
+ * bound to f's client address first; marked with --transparent-mark.  Sets
+ * f->server.  Returns the socket, or -1 with errno. */
+int  udp_tp_upstream_socket(struct udp_flow *f);
+/* f's client-facing socket: bound to f->dest, connected to f->client, with
+ * IP_TRANSPARENT, marked with --transparent-mark.  Returns the socket, or -1
+ * with errno. */
+int  udp_tp_client_socket(const struct udp_flow *f);
 
 /* ---- udp_iperf2.c: iperf2 UDP tests */
 

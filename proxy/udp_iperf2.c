@@ -98,6 +98,7 @@ void udp_i2_open_back(struct udp_flow *f)
     if (getsockname(f->ufd, (struct sockaddr *)&up_local, &len) == -1 ||
         getpeername(f->ufd, (struct sockaddr *)&up_peer, &plen) == -1 ||
         (f->back = udp_back_open(u->loop, &up_peer, &up_local, &f->local, &client,
+                                 u->cfg->transparent, u->cfg->transparent_mark,
                                  &f->last[1])) == NULL) {
         log_warn("iperf2 UDP %s test from %s: cannot open a connect-back port: %s",
                  i2_mode_name(f->i2.hdr.mode), udp_flow_client_str(f, c), strerror(errno));

@@ -22,6 +22,15 @@ for ipt in iptables ip6tables; do
             -j TPROXY --on-port $SHIM_PORT --tproxy-mark $TPROXY_MARK/$TPROXY_MARK
     done
 done
+# ICMP errors from the LAN about UDP datagrams that came from a server's iperf
+# port stay on this host and reach the shim's flow socket, not the server
+# (iperf2 #391; docs/udp.md).  u32 offsets: the quoted header's protocol (17,
+# UDP) and its UDP source port (IPv4 header without options; IPv6 without
+# extension headers).
+iptables -t mangle -A PREROUTING -i $LAN_IF -p icmp --icmp-type destination-unreachable \
+    -m u32 --u32 "0>>22&0x3C@14&0xFF=17 && 0>>22&0x3C@28>>16=$IPERF_PORTS" -j IPERF_SHIM_DIVERT
+ip6tables -t mangle -A PREROUTING -i $LAN_IF -p icmpv6 --icmpv6-type destination-unreachable \
+    -m u32 --u32 "51&0xFF=17 && 88>>16=$IPERF_PORTS" -j IPERF_SHIM_DIVERT
 ip rule add fwmark $TPROXY_MARK lookup 100
 ip route add local 0.0.0.0/0 dev lo table 100
 ip -6 rule add fwmark $TPROXY_MARK lookup 100

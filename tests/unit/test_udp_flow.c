@@ -1,7 +1,9 @@
 /* Unit tests for proxy/udp_flow.c, the UDP flow table: lookup by client
  * address (IPv4 and IPv6, port included), detach (a new test from a lingering
  * flow's address), expiry after --udp-linger of quiet, and freeing with
- * datagrams still queued (no leak, no fd left open).  A real libev loop and
+ * datagrams still queued (no leak, no fd left open); --transparent: flows
+ * keyed by client and original destination, the destination from the
+ * datagram's control data (which servers are served: test_transparent.c).  A real libev loop and
  * real (unconnected) UDP sockets stand in for the flows' upstream sockets. */
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,6 +19,7 @@
 #include <unistd.h>
 
 #include "proxy/log.h"
+#include "proxy/net.h"
 #include "proxy/service.h"
 #include "proxy/udp_flow.h"
 
@@ -94,6 +97,8 @@ static struct sockaddr_storage addr6(const char *ip, uint16_t port)
     return ss;
 }
 
+static const struct sockaddr_storage nodest;   /* outside --transparent: no destination */
+
 /* A flow as flow_new() makes one, minus the sockets' connect. */
 static struct udp_flow *flow_add(struct fixture *fx, struct sockaddr_storage client)
 {
@@ -105,6 +110,27 @@ static struct udp_flow *flow_add(struct fixture *fx, struct sockaddr_storage cli
     f->ufd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     assert_true(f->ufd >= 0);
     f->cfd = -1;
+    f->last[0] = f->last[1] = ev_now(fx->loop);
+    udp_flow_insert(fx->u, f);
+    return f;
+}
+
+/* A flow of --transparent: keyed by client and original destination, with a
+ * client-facing socket (unbound here). */
+static struct udp_flow *flow_add_to(struct fixture *fx, struct sockaddr_storage client,
+                                    struct sockaddr_storage dest)
+{
+    struct udp_flow *f = calloc(1, sizeof(*f));
+    f->u = fx->u;
+    f->client = client;
+    f->clen = client.ss_family == AF_INET ? sizeof(struct sockaddr_in)
+                                          : sizeof(struct sockaddr_in6);
+    f->dest = dest;
+    f->ufd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    f->cfd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    assert_true(f->ufd >= 0 && f->cfd >= 0);
+    ev_io_init(&f->crd, NULL, f->cfd, EV_READ);
+    ev_io_init(&f->cwr, NULL, f->cfd, EV_WRITE);
     f->last[0] = f->last[1] = ev_now(fx->loop);
     udp_flow_insert(fx->u, f);
     return f;
@@ -124,10 +150,10 @@ static void lookup__same_address_and_port__found_other_port_not(void **state)
     struct fixture *fx = *state;
     struct sockaddr_storage a = addr4("10.0.0.1", 5001), b = addr4("10.0.0.1", 5002);
     struct udp_flow *f = flow_add(fx, a);
-    assert_ptr_equal(udp_flow_lookup(fx->u, &a), f);
-    assert_null(udp_flow_lookup(fx->u, &b));
+    assert_ptr_equal(udp_flow_lookup(fx->u, &a, &nodest), f);
+    assert_null(udp_flow_lookup(fx->u, &b, &nodest));
     struct sockaddr_storage c = addr4("10.0.0.2", 5001);
-    assert_null(udp_flow_lookup(fx->u, &c));
+    assert_null(udp_flow_lookup(fx->u, &c, &nodest));
     assert_int_equal(fx->u->nflows, 1);
     assert_int_equal(fx->u->ctr.flows, 1);
 }
@@ -138,9 +164,9 @@ static void lookup__ipv6__found_and_distinct_from_ipv4(void **state)
     struct sockaddr_storage v6 = addr6("fd00::1", 5001), v6b = addr6("fd00::2", 5001);
     struct sockaddr_storage v4 = addr4("0.0.0.0", 5001);
     struct udp_flow *f = flow_add(fx, v6);
-    assert_ptr_equal(udp_flow_lookup(fx->u, &v6), f);
-    assert_null(udp_flow_lookup(fx->u, &v6b));
-    assert_null(udp_flow_lookup(fx->u, &v4));
+    assert_ptr_equal(udp_flow_lookup(fx->u, &v6, &nodest), f);
+    assert_null(udp_flow_lookup(fx->u, &v6b, &nodest));
+    assert_null(udp_flow_lookup(fx->u, &v4, &nodest));
 }
 
 static void lookup__many_flows__each_found(void **state)
@@ -151,11 +177,11 @@ static void lookup__many_flows__each_found(void **state)
         fl[i] = flow_add(fx, addr4("10.1.0.1", (uint16_t)(20000 + i)));
     for (int i = 0; i < 300; i++) {
         struct sockaddr_storage a = addr4("10.1.0.1", (uint16_t)(20000 + i));
-        assert_ptr_equal(udp_flow_lookup(fx->u, &a), fl[i]);
+        assert_ptr_equal(udp_flow_lookup(fx->u, &a, &nodest), fl[i]);
     }
     udp_flow_free(fl[150]);
     struct sockaddr_storage gone = addr4("10.1.0.1", 20150);
-    assert_null(udp_flow_lookup(fx->u, &gone));
+    assert_null(udp_flow_lookup(fx->u, &gone, &nodest));
     assert_int_equal(fx->u->nflows, 299);
 }
 
@@ -166,14 +192,14 @@ static void detach__lookup_misses__new_flow_takes_address(void **state)
     struct udp_flow *old = flow_add(fx, a);
     udp_flow_detach(old);
     assert_true(old->detached);
-    assert_null(udp_flow_lookup(fx->u, &a));
+    assert_null(udp_flow_lookup(fx->u, &a, &nodest));
     assert_int_equal(fx->u->nflows, 1);          /* it lingers on, counted */
     struct udp_flow *nf = flow_add(fx, a);
-    assert_ptr_equal(udp_flow_lookup(fx->u, &a), nf);
+    assert_ptr_equal(udp_flow_lookup(fx->u, &a, &nodest), nf);
     assert_int_equal(fx->u->nflows, 2);
     udp_flow_free(old);                          /* off the detached list */
     assert_null(fx->u->detached);
-    assert_ptr_equal(udp_flow_lookup(fx->u, &a), nf);
+    assert_ptr_equal(udp_flow_lookup(fx->u, &a, &nodest), nf);
 }
 
 static void linger__quiet_flow__expires(void **state)
@@ -228,6 +254,100 @@ static void free__queued_datagrams__released(void **state)
     assert_int_equal(fx->u->nflows, 0);
 }
 
+static void lookup__transparent__keyed_by_client_and_destination(void **state)
+{
+    struct fixture *fx = *state;
+    struct sockaddr_storage c = addr4("10.0.0.1", 40000);
+    struct sockaddr_storage a = addr4("10.2.0.2", 5201), b = addr4("10.3.0.2", 5201);
+    struct sockaddr_storage a2 = addr4("10.2.0.2", 5001);
+    struct udp_flow *fa = flow_add_to(fx, c, a), *fb = flow_add_to(fx, c, b);
+    assert_ptr_equal(udp_flow_lookup(fx->u, &c, &a), fa);   /* one client, two servers */
+    assert_ptr_equal(udp_flow_lookup(fx->u, &c, &b), fb);
+    assert_null(udp_flow_lookup(fx->u, &c, &a2));           /* the port is part of the key */
+    assert_null(udp_flow_lookup(fx->u, &c, &nodest));       /* no destination, no match */
+    struct sockaddr_storage c2 = addr4("10.0.0.1", 40001);
+    assert_null(udp_flow_lookup(fx->u, &c2, &a));
+    struct udp_flow *plain = flow_add(fx, c);
+    assert_ptr_equal(udp_flow_lookup(fx->u, &c, &nodest), plain);
+    assert_ptr_equal(udp_flow_lookup(fx->u, &c, &a), fa);
+}
+
+static void lookup__transparent_ipv6__keyed_by_destination(void **state)
+{
+    struct fixture *fx = *state;
+    struct sockaddr_storage c = addr6("fd00:1::2", 40000);
+    struct sockaddr_storage a = addr6("fd00:2::2", 5201), b = addr6("fd00:3::2", 5201);
+    struct sockaddr_storage a4 = addr6("::ffff:10.2.0.2", 5201);
+    struct udp_flow *fa = flow_add_to(fx, c, a);
+    assert_ptr_equal(udp_flow_lookup(fx->u, &c, &a), fa);
+    assert_null(udp_flow_lookup(fx->u, &c, &b));
+    assert_null(udp_flow_lookup(fx->u, &c, &a4));
+    struct udp_flow *fb = flow_add_to(fx, c, b);
+    assert_ptr_equal(udp_flow_lookup(fx->u, &c, &b), fb);
+    assert_ptr_equal(udp_flow_lookup(fx->u, &c, &a), fa);
+}
+
+static void detach__transparent__closes_client_socket_lingers_on(void **state)
+{
+    struct fixture *fx = *state;
+    struct sockaddr_storage c = addr4("10.0.0.1", 40000), a = addr4("10.2.0.2", 5001);
+    struct udp_flow *old = flow_add_to(fx, c, a);
+    udp_flow_detach(old);
+    assert_int_equal(old->cfd, -1);            /* the new flow's socket takes the client */
+    assert_true(old->ufd >= 0);                /* the upstream port stays open (#391) */
+    assert_null(udp_flow_lookup(fx->u, &c, &a));
+    struct udp_flow *nf = flow_add_to(fx, c, a);
+    assert_ptr_equal(udp_flow_lookup(fx->u, &c, &a), nf);
+    assert_int_equal(fx->u->nflows, 2);
+}
+
+/* A received datagram's control data, as the kernel gives it. */
+struct cmsg_buf {
+    union { struct cmsghdr align; uint8_t b[128]; } u;
+    struct msghdr mh;
+};
+
+static void cmsg_put(struct cmsg_buf *cb, int level, int type, const void *data, size_t len)
+{
+    memset(cb, 0, sizeof(*cb));
+    cb->mh.msg_control = cb->u.b;
+    cb->mh.msg_controllen = CMSG_SPACE(len);
+    struct cmsghdr *c = CMSG_FIRSTHDR(&cb->mh);
+    c->cmsg_level = level;
+    c->cmsg_type = type;
+    c->cmsg_len = CMSG_LEN(len);
+    memcpy(CMSG_DATA(c), data, len);
+}
+
+static void origdst__ipv4__plain_or_v4_mapped_by_listener_family(void **state)
+{
+    (void)state;
+    struct sockaddr_storage a = addr4("10.2.0.2", 5001), got;
+    struct cmsg_buf cb;
+    cmsg_put(&cb, IPPROTO_IP, IP_ORIGDSTADDR, &a, sizeof(struct sockaddr_in));
+    assert_int_equal(udp_tp_dest_from_cmsg(&cb.mh, AF_INET, &got), 0);
+    assert_true(net_same_addr(&got, &a));
+    assert_int_equal(udp_tp_dest_from_cmsg(&cb.mh, AF_INET6, &got), 0);
+    assert_int_equal(got.ss_family, AF_INET6);      /* a dual-stack listener's form */
+    struct sockaddr_storage m = addr6("::ffff:10.2.0.2", 5001);
+    assert_true(net_same_addr(&got, &m));
+}
+
+static void origdst__ipv6_and_none(void **state)
+{
+    (void)state;
+    struct sockaddr_storage a = addr6("fd00:2::2", 5201), got;
+    struct cmsg_buf cb;
+    cmsg_put(&cb, IPPROTO_IPV6, IPV6_ORIGDSTADDR, &a, sizeof(struct sockaddr_in6));
+    assert_int_equal(udp_tp_dest_from_cmsg(&cb.mh, AF_INET6, &got), 0);
+    assert_true(net_same_addr(&got, &a));
+    assert_int_equal(udp_tp_dest_from_cmsg(&cb.mh, AF_INET, &got), -1);   /* no IPv4 form */
+    struct in_pktinfo pi = { 0 };
+    cmsg_put(&cb, IPPROTO_IP, IP_PKTINFO, &pi, sizeof(pi));
+    assert_int_equal(udp_tp_dest_from_cmsg(&cb.mh, AF_INET, &got), -1);   /* not TPROXY'd */
+    assert_int_equal(got.ss_family, 0);
+}
+
 int main(void)
 {
     log_threshold = LOG_ERROR;   /* each freed flow logs its line: not wanted here */
@@ -239,6 +359,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(linger__quiet_flow__expires, setup, teardown),
         cmocka_unit_test_setup_teardown(linger__recent_server_datagram__outlives_first_expiry, setup, teardown),
         cmocka_unit_test_setup_teardown(free__queued_datagrams__released, setup, teardown),
+        cmocka_unit_test_setup_teardown(lookup__transparent__keyed_by_client_and_destination, setup, teardown),
+        cmocka_unit_test_setup_teardown(lookup__transparent_ipv6__keyed_by_destination, setup, teardown),
+        cmocka_unit_test_setup_teardown(detach__transparent__closes_client_socket_lingers_on, setup, teardown),
+        cmocka_unit_test(origdst__ipv4__plain_or_v4_mapped_by_listener_family),
+        cmocka_unit_test(origdst__ipv6_and_none),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
