@@ -86,8 +86,7 @@ int connector_start(struct connector *c, struct ev_loop *loop,
     c->w.data = c;
     ev_timer_init(&c->timer, timeout_cb, timeout, 0);
     c->timer.data = c;
-    bool bound = (opts == NULL || opts->mark == 0 ||
-                  setsockopt(fd, SOL_SOCKET, SO_MARK, &opts->mark, sizeof(opts->mark)) == 0) &&
+    bool bound = (opts == NULL || net_set_mark(fd, opts->mark) == 0) &&
                  (opts == NULL || opts->source == NULL ||
                   transparent_bind_source(fd, opts->source) == 0);
     if (!bound || (connect(fd, (const struct sockaddr *)to, tolen) == -1 && errno != EINPROGRESS)) {

@@ -249,3 +249,48 @@ void net_close_reset(int fd)
     setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
     close(fd);
 }
+
+socklen_t net_addr_in_family(const struct sockaddr_storage *a, int family,
+                             struct sockaddr_storage *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (a->ss_family == family) {
+        *out = *a;
+        return family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+    }
+    if (a->ss_family == AF_INET && family == AF_INET6) {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)a;
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)out;
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = s4->sin_port;
+        s6->sin6_addr.s6_addr[10] = s6->sin6_addr.s6_addr[11] = 0xff;
+        memcpy(&s6->sin6_addr.s6_addr[12], &s4->sin_addr, 4);
+        return sizeof(*s6);
+    }
+    if (a->ss_family == AF_INET6 && family == AF_INET) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)a;
+        if (!IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr))
+            return 0;
+        struct sockaddr_in *s4 = (struct sockaddr_in *)out;
+        s4->sin_family = AF_INET;
+        s4->sin_port = s6->sin6_port;
+        memcpy(&s4->sin_addr, &s6->sin6_addr.s6_addr[12], 4);
+        return sizeof(*s4);
+    }
+    return 0;
+}
+
+int net_addr_family(const struct sockaddr_storage *a)
+{
+    const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)a;
+    if (a->ss_family == AF_INET6 && !IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr))
+        return AF_INET6;
+    return AF_INET;
+}
+
+int net_set_mark(int fd, uint32_t mark)
+{
+    if (mark == 0)
+        return 0;
+    return setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark));
+}

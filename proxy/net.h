@@ -54,6 +54,20 @@ bool net_same_host(const struct sockaddr_storage *a, const struct sockaddr_stora
  * socket address: a UDP flow's client, a pool member). */
 bool net_same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
 
+/* The family an address really is: AF_INET for IPv4 and for v4-mapped
+ * IPv6, AF_INET6 for other IPv6. */
+int  net_addr_family(const struct sockaddr_storage *a);
+
+/* a in the form a socket of family takes: IPv4 as v4-mapped IPv6 for
+ * AF_INET6, a v4-mapped IPv6 address as plain IPv4 for AF_INET.  Returns
+ * its length in *out, or 0 if it cannot be written in that family. */
+socklen_t net_addr_in_family(const struct sockaddr_storage *a, int family,
+                             struct sockaddr_storage *out);
+
+/* SO_MARK (a firewall mark on everything the socket sends); mark 0 leaves
+ * the socket alone.  Returns 0, or -1 with errno. */
+int  net_set_mark(int fd, uint32_t mark);
+
 /* Port of an address, host order. */
 int  net_port(const struct sockaddr *sa);
 

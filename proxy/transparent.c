@@ -18,56 +18,25 @@
 #define IP6T_SO_ORIGINAL_DST 80     /* linux/netfilter_ipv6/ip6_tables.h */
 #endif
 
-/* IPv4 address a of an IPv4 or v4-mapped IPv6 socket address, or false. */
-static bool v4_of(const struct sockaddr_storage *ss, struct in_addr *a)
-{
-    if (ss->ss_family == AF_INET) {
-        *a = ((const struct sockaddr_in *)ss)->sin_addr;
-        return true;
-    }
-    const struct in6_addr *a6 = &((const struct sockaddr_in6 *)ss)->sin6_addr;
-    if (ss->ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(a6)) {
-        memcpy(a, &a6->s6_addr[12], 4);
-        return true;
-    }
-    return false;
-}
-
 /* The conntrack original destination of fd, in the form of its own address
  * `self` (IPv4, IPv6, or v4-mapped IPv6 on a dual-stack socket).  Returns 0,
  * or -1 (no conntrack entry: no NAT on this connection). */
 static int conntrack_dst(int fd, const struct sockaddr_storage *self,
                          struct sockaddr_storage *dst, socklen_t *len)
 {
-    struct in_addr a4;
-    if (v4_of(self, &a4)) {
-        struct sockaddr_in sin;
-        socklen_t l = sizeof(sin);
-        if (getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &sin, &l) == -1 || sin.sin_family != AF_INET)
+    struct sockaddr_storage got;
+    bool v4 = net_addr_family(self) == AF_INET;
+    socklen_t l = v4 ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+    memset(&got, 0, sizeof(got));
+    if (v4) {
+        if (getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &got, &l) == -1 || got.ss_family != AF_INET)
             return -1;
-        memset(dst, 0, sizeof(*dst));
-        if (self->ss_family == AF_INET) {
-            memcpy(dst, &sin, sizeof(sin));
-            *len = sizeof(sin);
-        } else {
-            struct sockaddr_in6 *d6 = (struct sockaddr_in6 *)dst;
-            d6->sin6_family = AF_INET6;
-            d6->sin6_port = sin.sin_port;
-            d6->sin6_addr.s6_addr[10] = d6->sin6_addr.s6_addr[11] = 0xff;
-            memcpy(&d6->sin6_addr.s6_addr[12], &sin.sin_addr, 4);
-            *len = sizeof(*d6);
-        }
-        return 0;
-    }
-    struct sockaddr_in6 sin6;
-    socklen_t l = sizeof(sin6);
-    if (getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &sin6, &l) == -1 ||
-        sin6.sin6_family != AF_INET6)
+    } else if (getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &got, &l) == -1 ||
+               got.ss_family != AF_INET6) {
         return -1;
-    memset(dst, 0, sizeof(*dst));
-    memcpy(dst, &sin6, sizeof(sin6));
-    *len = sizeof(sin6);
-    return 0;
+    }
+    *len = net_addr_in_family(&got, self->ss_family, dst);
+    return *len > 0 ? 0 : -1;
 }
 
 int transparent_orig_dst(int fd, struct sockaddr_storage *dst, socklen_t *len)

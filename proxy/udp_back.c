@@ -95,7 +95,7 @@ static struct back_leg *leg_for(struct udp_back *b, const struct sockaddr_storag
     struct sockaddr_storage from = b->client_side;
     socklen_t flen = net_set_port(&from, 0);
     if ((b->transparent && net_set_transparent(fd, b->client.ss_family) == -1) ||
-        (b->mark != 0 && setsockopt(fd, SOL_SOCKET, SO_MARK, &b->mark, sizeof(b->mark)) == -1) ||
+        net_set_mark(fd, b->mark) == -1 ||
         (from.ss_family == b->client.ss_family &&
          bind(fd, (struct sockaddr *)&from, flen) == -1) ||
         connect(fd, (struct sockaddr *)&b->client, b->clen) == -1) {
@@ -173,7 +173,7 @@ struct udp_back *udp_back_open(struct ev_loop *loop, const struct sockaddr_stora
     socklen_t alen = net_set_port(&at, 0);
     b->rfd = socket(at.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (b->rfd == -1 ||
-        (mark != 0 && setsockopt(b->rfd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) == -1) ||
+        net_set_mark(b->rfd, mark) == -1 ||
         bind(b->rfd, (struct sockaddr *)&at, alen) == -1 ||
         getsockname(b->rfd, (struct sockaddr *)&at, &alen) == -1) {
         int e = errno;
