@@ -177,7 +177,6 @@ static void relay_touch(struct relay *r)
     r->opts.activity->last = ev_now(r->loop);
 }
 
-/* Stops watchers, closes everything and reports the end to the owner. */
 static int running[RELAY_KINDS];   /* relay_running() */
 
 int relay_running(enum relay_kind kind)
@@ -192,6 +191,7 @@ static void relay_uncount(struct relay *r)
     r->counted = false;
 }
 
+/* Stops watchers, closes everything and reports the end to the owner. */
 static void relay_end(struct relay *r, enum relay_end how)
 {
     if (r->ended)
