@@ -243,7 +243,7 @@ while read -r f dir; do
     sent=$(jq -r '.end.sum_sent.bytes' "$f")
     field=3; [ "$dir" = rev ] && field=5
     lines=$(grep -E "iperf3 UDP stream 127\.0\.0\.1:$port ended: " "$SHIM4_LOG" |
-            sed -E 's/.* ended: ([0-9]+) datagrams \(([0-9]+) bytes\) to server, ([0-9]+) \(([0-9]+) bytes\) to client.*/x \1 \2 \3 \4/' |
+            sed -E 's/.* ended: server [^;]*; ([0-9]+) datagrams \(([0-9]+) bytes\) to server, ([0-9]+) \(([0-9]+) bytes\) to client.*/x \1 \2 \3 \4/' |
             awk -v k=$field '{ print $k }')
     if [ -z "$lines" ]; then
         fail_soft "loss run $(basename "$f") ($dir): no flow line for client port $port"
