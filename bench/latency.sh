@@ -20,6 +20,7 @@
 #
 # Only loopback ports 16301-16304 are used.
 set -u
+. "$(dirname "$0")/lib.sh"
 
 ROUNDS=${BENCH_ROUNDS:-5}
 TIME=${BENCH_TIME:-3}
@@ -49,16 +50,8 @@ TMP=$(mktemp -d /tmp/iperf-shim-bench-lat.XXXXXX)
 PIDS=()
 # shellcheck disable=SC2317  # invoked by trap
 cleanup() {
-    local p
     trap - EXIT INT TERM
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-    sleep 0.2
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done   # a second signal: the shim exits at once
-    for p in "${PIDS[@]}"; do
-        for _ in $(seq 30); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$p" 2>/dev/null
-    done
-    wait 2>/dev/null
+    bench_stop "${PIDS[@]}"
     rm -rf "$TMP"
 }
 trap cleanup EXIT

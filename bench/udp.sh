@@ -53,6 +53,7 @@
 #
 # Only loopback ports 15550-15559 are used (see PORT_* below).
 set -u
+. "$(dirname "$0")/lib.sh"
 
 ROUNDS=${BENCH_ROUNDS:-3}
 TIME=${BENCH_TIME:-5}
@@ -120,19 +121,10 @@ TMP=$(mktemp -d /tmp/iperf-shim-bench-udp.XXXXXX)
 PIDS=()
 # shellcheck disable=SC2317  # invoked by trap
 cleanup() {
-    local p
     trap - EXIT INT TERM
     [ -n "${CLIENT_PID:-}" ] && PIDS+=("$CLIENT_PID")
     [ -n "${MON_PID:-}" ] && PIDS+=("$MON_PID")
-    # twice: a second signal makes a draining shim exit at once
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-    sleep 0.2
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-    for p in "${PIDS[@]}"; do
-        for _ in $(seq 30); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$p" 2>/dev/null
-    done
-    wait 2>/dev/null
+    bench_stop "${PIDS[@]}"
     rm -rf "$TMP"
 }
 trap cleanup EXIT
