@@ -3,6 +3,8 @@
  * and --bidir pairs made by role; the data relays. */
 #include "proxy/iperf3_test.h"
 
+#include "compat/tcp_info.h"
+
 
 void leg_free(struct leg *l, bool close_fd, bool reset)
 {
@@ -331,6 +333,20 @@ static void server_leg_wait_ack(struct leg *sl)
 }
 
 
+/* The lowest RTT measured toward `side`'s peer, in microseconds, or -1: the
+ * lower of the data connection's own and the test's control connection's on
+ * that side (the control connection has exchanged messages both ways, while a
+ * data connection's only sample may be a handshake held up by a lost packet). */
+static long path_min_rtt_us(const struct test *t, int fd, int side)
+{
+    long rtt = tcp_min_rtt_us(fd);
+    long c = t->ctrl && t->ctrl->fd[side] >= 0 ? tcp_min_rtt_us(t->ctrl->fd[side]) : -1;
+    if (c >= 0 && (rtt < 0 || c < rtt))
+        rtt = c;
+    return rtt;
+}
+
+
 /* Caps the receive buffer of a data connection (either leg) unless the
  * client asked for a window (-w, applied as asked).  Autotuned, each socket
  * that the shim reads from grows to tcp_rmem's maximum (32 MiB here) whenever
@@ -339,12 +355,27 @@ static void server_leg_wait_ack(struct leg *sl)
  * sending on meanwhile, in --bidir), and server->client bytes the client will
  * never count.  Measured on loopback (docs/notes.md): with 512 KiB, --bidir
  * -P 8 server->client went from 13.5 points below direct to within 2, -R -P 4
- * from 3.7 to 0.5, the fence from 880 to 140 ms, at no cost in throughput. */
-static void data_leg_rcvbuf(const struct test *t, int fd)
+ * from 3.7 to 0.5, the fence from 880 to 140 ms, at no cost in throughput.
+ *
+ * The cap is a window, and a window limits a stream to window / RTT: only a
+ * path short enough for it to carry DATA_RATE_BOUND is capped (lowest RTT up
+ * to about 0.4 ms: loopback, a LAN).  A longer one (a WAN, a VPN) keeps the
+ * kernel's autotuning, as the server has directly: capped, a 50 ms path
+ * measured 99 Mbit/s client to server through the shim against 507 directly
+ * (t_wan_window.sh). */
+static void data_leg_rcvbuf(const struct test *t, int fd, int side)
 {
     int v = DATA_RCVBUF;
     if (t->have_params && t->params.window > 0)
         return;
+    long rtt = path_min_rtt_us(t, fd, side);
+    if (rtt < 0 || (double)rtt * 1e-6 * DATA_RATE_BOUND / 8 > (double)DATA_RCVBUF) {
+        if (rtt >= 0)
+            log_debug("test %s: %s path RTT %.3f ms: its data connections' receive buffers "
+                      "are left to the kernel", t->id, side == SIDE_CLIENT ? "client" : "server",
+                      (double)rtt / 1000);
+        return;
+    }
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v));
 }
 
@@ -362,7 +393,7 @@ static void server_leg_connected(void *arg, int fd, int err)
         return;
     }
     sl->fd = fd;
-    data_leg_rcvbuf(t, fd);
+    data_leg_rcvbuf(t, fd, SIDE_SERVER);
     socklen_t len = sizeof(sl->peer);
     getsockname(fd, (struct sockaddr *)&sl->peer, &len);
     /* forward the cookie at once: old servers block their main loop on it */
@@ -425,7 +456,7 @@ void data_new(struct test *t, int fd, const struct sockaddr_storage *peer,
 
     struct tcp_opts o = test_tcp_opts(t);
     tcp_opts_apply(fd, &(struct tcp_opts){ .bufsize = o.bufsize, .nodelay = o.nodelay });
-    data_leg_rcvbuf(t, fd);
+    data_leg_rcvbuf(t, fd, SIDE_CLIENT);
     log_debug("test %s: data connection #%d from %s: accept #%" PRIu64 ", handshake RTT %u us%s, "
               "cookie %.3f ms after the accept", t->id, idx + 1, addr_s(peer, who), arr->seq,
               ti.tcpi_rtt, ti.tcpi_total_retrans ? " (SYN-ACK retransmitted)" : "",

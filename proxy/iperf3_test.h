@@ -50,6 +50,8 @@
 #define FENCE_POLL  0.001                  /* s: end-of-test fence checks the data this often */
 #define DATA_RCVBUF (512 * 1024)           /* SO_RCVBUF of data legs (the kernel doubles it):
                                               see data_leg_rcvbuf */
+#define DATA_RATE_BOUND 10e9               /* bit/s: a path is capped only if DATA_RCVBUF
+                                              carries this much over its RTT */
 #define ACK_POLL    0.001                  /* s: a new upstream data connection is checked for
                                               its cookie's ACK this often */
 
