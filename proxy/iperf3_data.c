@@ -52,14 +52,46 @@ static void data_done(void *arg, struct relay *r, enum relay_end how)
 }
 
 
+/* The lowest RTT measured toward `side`'s peer, in microseconds, or -1: the
+ * lower of the data connection's own and the test's control connection's on
+ * that side (the control connection has exchanged messages both ways, while a
+ * data connection's only sample may be a handshake held up by a lost packet). */
+static long path_min_rtt_us(const struct test *t, int fd, int side)
+{
+    long rtt = tcp_min_rtt_us(fd);
+    long c = t->ctrl && t->ctrl->fd[side] >= 0 ? tcp_min_rtt_us(t->ctrl->fd[side]) : -1;
+    if (c >= 0 && (rtt < 0 || c < rtt))
+        rtt = c;
+    return rtt;
+}
+
+
+/* Is the path toward `side` longer than a DATA_RCVBUF window can carry at
+ * DATA_RATE_BOUND (lowest RTT over about 0.4 ms: a WAN, a VPN)?  *rtt_us gets
+ * that RTT, or -1 when the kernel does not tell: then it is not (the shim
+ * behaves as it did before it looked). */
+static bool path_is_long(const struct test *t, int fd, int side, long *rtt_us)
+{
+    *rtt_us = path_min_rtt_us(t, fd, side);
+    return *rtt_us >= 0 && (double)*rtt_us * 1e-6 * DATA_RATE_BOUND / 8 > (double)DATA_RCVBUF;
+}
+
+
 /* Relays a client leg to a server leg, delivering held bytes first.  Both
- * legs are consumed. */
+ * legs are consumed.  A flow toward a long path copies instead of splicing:
+ * spliced, its send queue holds the pages the other leg received, and with
+ * the queue a long path needs the kernel's send-buffer limit was reached
+ * sooner (-R over 50 ms: 0.87 to 0.90 of direct spliced, 1.00 copied;
+ * docs/notes.md). */
 static void start_pair(struct test *t, struct leg *cl, struct leg *sl)
 {
+    long rtt;
     struct relay_opts o = {
         .splice = t->svc->cfg.use_splice, .kind = RELAY_BULK, .idle = t->svc->cfg.idle_timeout,
         .activity = &t->act, .done = data_done, .arg = t,
     };
+    o.copy[FLOW_S2C] = path_is_long(t, cl->fd, SIDE_CLIENT, &rtt);
+    o.copy[FLOW_C2S] = path_is_long(t, sl->fd, SIDE_SERVER, &rtt);
     if (t->nrelays >= I3_MAX_LEGS) {
         test_fail(t, "too many data connections");
         return;
@@ -333,20 +365,6 @@ static void server_leg_wait_ack(struct leg *sl)
 }
 
 
-/* The lowest RTT measured toward `side`'s peer, in microseconds, or -1: the
- * lower of the data connection's own and the test's control connection's on
- * that side (the control connection has exchanged messages both ways, while a
- * data connection's only sample may be a handshake held up by a lost packet). */
-static long path_min_rtt_us(const struct test *t, int fd, int side)
-{
-    long rtt = tcp_min_rtt_us(fd);
-    long c = t->ctrl && t->ctrl->fd[side] >= 0 ? tcp_min_rtt_us(t->ctrl->fd[side]) : -1;
-    if (c >= 0 && (rtt < 0 || c < rtt))
-        rtt = c;
-    return rtt;
-}
-
-
 /* Caps the receive buffer of a data connection (either leg) unless the
  * client asked for a window (-w, applied as asked).  Autotuned, each socket
  * that the shim reads from grows to tcp_rmem's maximum (32 MiB here) whenever
@@ -363,17 +381,19 @@ static long path_min_rtt_us(const struct test *t, int fd, int side)
  * kernel's autotuning, as the server has directly: capped, a 50 ms path
  * measured 99 Mbit/s client to server through the shim against 507 directly
  * (t_wan_window.sh). */
-static void data_leg_rcvbuf(const struct test *t, int fd, int side)
+static void data_leg_rcvbuf(struct test *t, int fd, int side)
 {
     int v = DATA_RCVBUF;
     if (t->have_params && t->params.window > 0)
         return;
-    long rtt = path_min_rtt_us(t, fd, side);
-    if (rtt < 0 || (double)rtt * 1e-6 * DATA_RATE_BOUND / 8 > (double)DATA_RCVBUF) {
-        if (rtt >= 0)
+    long rtt;
+    if (path_is_long(t, fd, side, &rtt)) {
+        if (!t->rcvbuf_told[side]) {
+            t->rcvbuf_told[side] = true;
             log_debug("test %s: %s path RTT %.3f ms: its data connections' receive buffers "
-                      "are left to the kernel", t->id, side == SIDE_CLIENT ? "client" : "server",
+                      "are left to the kernel, data toward it is copied", t->id, side == SIDE_CLIENT ? "client" : "server",
                       (double)rtt / 1000);
+        }
         return;
     }
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v));

@@ -188,6 +188,7 @@ struct test {
     uint64_t          pair_s2c_end[I3_MAX_LEGS];  /* relay i: server->client bytes the client had
                                                      acknowledged at its TEST_END */
     bool              s2c_snapped;        /* pair_s2c_end was taken */
+    bool              rcvbuf_told[2];     /* per side: "left to the kernel" was logged */
     int               nrelays;            /* relays created */
     int               live_relays;        /* relays still running */
     ev_timer          role_timer;         /* --role-timeout after TEST_RUNNING */

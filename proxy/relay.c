@@ -139,7 +139,7 @@ struct relay *relay_new(struct ev_loop *loop, int fd_client, int fd_server,
         r->f[d].pipe[0] = r->f[d].pipe[1] = -1;
     for (int d = 0; d < 2; d++) {
         struct flow *f = &r->f[d];
-        bool spl = o->splice && o->inspect == NULL && flow_open_pipe(f) == 0;
+        bool spl = o->splice && !o->copy[d] && o->inspect == NULL && flow_open_pipe(f) == 0;
         if (!spl && flow_to_copy_mode(f) == -1) {
             for (int k = 0; k < 2; k++) {
                 flow_close_pipe(&r->f[k]);

@@ -8,7 +8,8 @@
  *     └──dst reset after it had sent its own FIN──> DISCARD ──src FIN──> SHUT
  *
  * Data moves with splice() through a pipe (1 MiB) or, when splice is off or
- * not supported, with read()/write() through a buffer.  Bytes handed over
+ * not supported or the owner asks it of a flow (relay_opts.copy), with
+ * read()/write() through a buffer.  Bytes handed over
  * with relay_preload() (a cookie, bytes held while roles were learned) are
  * delivered before anything read later.  A source is read only while its
  * flow has room (backpressure); a destination is watched for writability
@@ -100,6 +101,7 @@ int relay_running(enum relay_kind kind);
 
 struct relay_opts {
     bool             splice;     /* use splice() (falls back to copying if refused) */
+    bool             copy[2];    /* per flow: copy even when splice is set */
     enum relay_kind  kind;       /* what it carries (default: RELAY_CONTROL) */
     double           idle;       /* s: end the relay after this long without traffic; 0 = never */
     struct activity *activity;   /* shared activity clock, or NULL for the relay's own */

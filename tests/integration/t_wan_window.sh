@@ -15,7 +15,9 @@
 # direct (forwarded by the gateway) and through the shim, the same RTT.
 # For IPv4 and IPv6 client to server, and IPv4 -R, the receiver's bytes through
 # the shim must be at least WANWIN_MIN (0.6) of the direct run next to it, and
-# above what the capped window could carry.
+# above what the capped window could carry.  A second shim runs next to the
+# client (the long path is then toward the server) for -R -P 4, where the
+# shim's receiving sockets are its upstream ones.
 # WANWIN_DELAY (0.04 s), WANWIN_TIME (4 s) override.
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -50,6 +52,7 @@ it_wait_log_count "$IT_TMP/nfq.log" 'nfq_delay: ready' 1 10 || { cat "$IT_TMP/nf
 it_bg server ip netns exec "$NS_S" iperf3 -s -p $SRV
 it_wait_tcp "$NS_S" x $SRV 10 || it_fail "iperf3 server did not start"
 it_start_shim shim "$NS_G" -- --listen "[::]:$SHIMP" --upstream "$NS_S4:$SRV" --log-level debug
+it_start_shim near "$NS_C" -- --listen "127.0.0.1:$SHIMP" --upstream "$NS_S4:$SRV" --log-level debug
 
 # run NAME HOST PORT [ARGS...]: one iperf3 test from the client; prints the
 # receiver's bytes (end.sum_received) and keeps the JSON in $IT_TMP/NAME.json.
@@ -71,22 +74,28 @@ run() {
 cap_bytes=$(python3 -c "print(int(2 * 512 * 1024 / (2 * $DELAY) * $TIME))")
 [ "$(echo "$DELAY" | awk '{ print ($1 * 2 > 0.0005) }')" = 1 ] || it_fail "WANWIN_DELAY too small to test a long path"
 
-for c in "c2s-v4 $NS_S4 $NS_GC4" "c2s-v6 $NS_S6 $NS_GC6" "s2c-v4 $NS_S4 $NS_GC4 -R"; do
+for c in "c2s-v4 $NS_S4 $NS_GC4" "c2s-v6 $NS_S6 $NS_GC6" "s2c-v4 $NS_S4 $NS_GC4 -R" \
+         "near-s2c $NS_S4 127.0.0.1 -R -P 4"; do
     read -r name direct_host shim_host args <<<"$c"
     direct=$(run "$name-direct" "$direct_host" $SRV $args) || exit 1
     shim=$(run "$name-shim" "$shim_host" $SHIMP $args) || exit 1
     ratio=$(python3 -c "print('%.3f' % ($shim / $direct))")
-    it_log "$name ($args): direct $direct bytes, shim $shim bytes ($ratio of direct; the capped window would carry at most $cap_bytes)"
+    it_log "$name ($args): direct $direct bytes, shim $shim bytes ($ratio of direct; a capped window carries at most $cap_bytes per stream)"
     python3 -c "import sys; sys.exit(0 if $shim >= $MIN * $direct else 1)" \
         || it_fail "$name: through the shim $ratio of the direct rate (< $MIN)"
-    # only meaningful where the delay line carries more than the capped window would
-    if [ "$direct" -gt $((cap_bytes * 2)) ] && [ "$shim" -le "$cap_bytes" ]; then
-        it_fail "$name: through the shim no more than the capped window carries ($shim <= $cap_bytes)"
+    # only meaningful where the delay line carries more than the capped windows would
+    streams=1; [[ $args =~ -P\ ([0-9]+) ]] && streams=${BASH_REMATCH[1]}
+    cap=$((cap_bytes * streams))
+    if [ "$direct" -gt $((cap * 2)) ] && [ "$shim" -le "$cap" ]; then
+        it_fail "$name: through the shim no more than the capped windows carry ($shim <= $cap)"
     fi
 done
 
 grep -q 'client path RTT [0-9.]* ms: its data connections. receive buffers are left to the kernel' \
     "$IT_TMP/shim.log" || it_fail "the shim did not log that it left the client path's buffers to the kernel"
+grep -q 'server path RTT [0-9.]* ms: its data connections. receive buffers are left to the kernel' \
+    "$IT_TMP/near.log" || it_fail "the shim next to the client did not leave the server path's buffers to the kernel"
+[ "$(grep -c 'path RTT' "$IT_TMP/near.log")" = 1 ] || it_fail "one 'path RTT' line per test and side expected"
 # the gateway-server leg is short: its buffers stay capped (no such line for it)
 if grep -q 'server path RTT' "$IT_TMP/shim.log"; then
     grep 'server path RTT' "$IT_TMP/shim.log" | head -n 2

@@ -1168,6 +1168,19 @@ static void pipe__pipe2_fails__copy_mode_bytes_exact(void **state)
     exchange_exact(fx, 1u << 20, 1u << 20);
 }
 
+/* A flow the owner asks to copy (toward a long path) copies while the other
+ * splices, over TCP, each direction byte-exact. */
+static void pipe__copy_one_flow__other_splices_bytes_exact(void **state)
+{
+    struct fx *fx = *state;
+    fx->o.copy[FLOW_S2C] = true;
+    fx_open(fx, PAIR_TCP4, true);
+    assert_true(fx->r->f[FLOW_C2S].pipe[0] >= 0);
+    assert_int_equal(fx->r->f[FLOW_S2C].pipe[0], -1);
+    fx_start(fx);
+    exchange_exact(fx, 1u << 20, 1u << 20);
+}
+
 /* And if copying is impossible too (no pipe, no memory): NULL, nothing leaked. */
 static void pipe__pipe2_and_realloc_fail__null_no_leak(void **state)
 {
@@ -1486,6 +1499,7 @@ int main(void)
         T(alloc__relay_new_copy_each_alloc_fails__null_fds_untouched),
         T(alloc__relay_new_splice_alloc_fails__null_fds_untouched),
         T(pipe__pipe2_fails__copy_mode_bytes_exact),
+        T(pipe__copy_one_flow__other_splices_bytes_exact),
         T(pipe__pipe2_and_realloc_fail__null_no_leak),
         T(alloc__relay_preload_first_fails_splice__minus_one_then_retry_delivers),
         T(alloc__relay_preload_growth_fails_copy__minus_one_queued_kept),
