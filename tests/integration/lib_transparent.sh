@@ -1,4 +1,5 @@
-# Transparent-mode topology for integration tests (issue #13).  Source after lib.sh.
+# Transparent-mode topology for integration tests (issue #13).  Source after lib.sh;
+# it sources netns.sh for the namespace helpers (ns_exec, ns_link, ...).
 #
 #   client ns                 gateway ns (shim, nft TPROXY)         server A ns
 #   eth0 10.213.1.2 (shim)  <-> c0 10.213.1.1   a0 10.213.2.1 <-> eth0 10.213.2.2
@@ -24,7 +25,7 @@
 # Usage:
 #   . lib.sh; . lib_transparent.sh
 #   tp_topology "tpt-$$"             # sets TP_C TP_G TP_A TP_B and the addresses below
-#   tp_exec "$TP_G" cmd ...          # run in a namespace
+#   ns_exec "$TP_G" cmd ...          # run in a namespace (netns.sh)
 #   tp_shim NAME ARGS...             # start the shim in the gateway on [::]:$TP_SHIM_PORT
 #                                    # with --transparent and ARGS; sets SHIM_PID
 #   tp_intercepted PROTO             # packets the TPROXY rule handed to the shim so far
@@ -41,30 +42,7 @@ TP_TABLE=100
 TP_HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 TP_NFT=${TP_NFT:-$TP_HERE/../../docs/examples/tproxy.nft}
 
-tp_exec() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
-
-# tp_ns_delete NS: kill what runs in NS, then delete it.
-tp_ns_delete() {
-    local p
-    for p in $(ip netns pids "$1" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
-    ip netns del "$1" 2>/dev/null
-}
-
-# tp_reachable NS HOST: a TCP SYN from NS to HOST port 9 (nothing listens) is answered
-# by a RST, i.e. the path works both ways.
-tp_reachable() {
-    local err
-    err=$(ip netns exec "$1" timeout 2 bash -c "exec 3<>/dev/tcp/$2/9" 2>&1)
-    case $err in *refused*) return 0;; esac
-    return 1
-}
-
-# tp_link NS_A IF_A NS_B IF_B: a veth pair between two namespaces, both ends up.
-tp_link() {
-    ip -n "$1" link add "$2" type veth peer name "$4" netns "$3" || it_fail "veth $1/$2 <-> $3/$4"
-    ip -n "$1" link set "$2" up
-    ip -n "$3" link set "$4" up
-}
+. "$TP_HERE/netns.sh"
 
 # tp_topology PREFIX: build the topology above, load the ruleset and policy routing.
 tp_topology() {
@@ -74,12 +52,12 @@ tp_topology() {
     TP_C=$p-c TP_G=$p-g TP_A=$p-a TP_B=$p-b
     for ns in "$TP_C" "$TP_G" "$TP_A" "$TP_B"; do
         ip netns add "$ns" || it_fail "ip netns add $ns"
-        it_on_exit "tp_ns_delete $ns"
+        it_on_exit "ns_delete $ns"
         ip -n "$ns" link set lo up
     done
-    tp_link "$TP_C" eth0 "$TP_G" c0
-    tp_link "$TP_A" eth0 "$TP_G" a0
-    tp_link "$TP_B" eth0 "$TP_G" b0
+    ns_link "$TP_C" eth0 "$TP_G" c0
+    ns_link "$TP_A" eth0 "$TP_G" a0
+    ns_link "$TP_B" eth0 "$TP_G" b0
     ip -n "$TP_C" addr add "$TP_C4/24" dev eth0
     ip -n "$TP_C" addr add "$TP_D4/24" dev eth0
     ip -n "$TP_C" addr add "$TP_C6/64" dev eth0 nodad
@@ -101,30 +79,30 @@ tp_topology() {
     ip -n "$TP_A" -6 route add default via "$TP_GA6"
     ip -n "$TP_B" route add default via "$TP_GB4"
     ip -n "$TP_B" -6 route add default via "$TP_GB6"
-    tp_exec "$TP_G" sysctl -qw net.ipv4.ip_forward=1
-    tp_exec "$TP_G" sysctl -qw net.ipv6.conf.all.forwarding=1
+    ns_exec "$TP_G" sysctl -qw net.ipv4.ip_forward=1
+    ns_exec "$TP_G" sysctl -qw net.ipv6.conf.all.forwarding=1
 
     # the documented ruleset, its defines set for this topology
     sed -e "s/^define LAN_IF .*/define LAN_IF = \"c0\"/" \
         -e "s/^define SHIM_PORT .*/define SHIM_PORT = $TP_SHIM_PORT/" \
         -e "s/^define TPROXY_MARK .*/define TPROXY_MARK = $TP_MARK/" \
         "$TP_NFT" >"$IT_TMP/tproxy.nft"
-    tp_exec "$TP_G" nft -f "$IT_TMP/tproxy.nft" || it_skip "nft cannot load the TPROXY ruleset (kernel without nft_tproxy/nft_socket?)"
+    ns_exec "$TP_G" nft -f "$IT_TMP/tproxy.nft" || it_skip "nft cannot load the TPROXY ruleset (kernel without nft_tproxy/nft_socket?)"
     # tests only: the client's direct addresses are not intercepted
-    tp_exec "$TP_G" nft insert rule inet iperf_shim prerouting ip saddr "$TP_D4" return
-    tp_exec "$TP_G" nft insert rule inet iperf_shim prerouting ip6 saddr "$TP_D6" return
+    ns_exec "$TP_G" nft insert rule inet iperf_shim prerouting ip saddr "$TP_D4" return
+    ns_exec "$TP_G" nft insert rule inet iperf_shim prerouting ip6 saddr "$TP_D6" return
     # the documented policy routing
-    tp_exec "$TP_G" ip rule add fwmark "$TP_MARK" lookup "$TP_TABLE"
-    tp_exec "$TP_G" ip route add local 0.0.0.0/0 dev lo table "$TP_TABLE"
-    tp_exec "$TP_G" ip -6 rule add fwmark "$TP_MARK" lookup "$TP_TABLE"
-    tp_exec "$TP_G" ip -6 route add local ::/0 dev lo table "$TP_TABLE"
+    ns_exec "$TP_G" ip rule add fwmark "$TP_MARK" lookup "$TP_TABLE"
+    ns_exec "$TP_G" ip route add local 0.0.0.0/0 dev lo table "$TP_TABLE"
+    ns_exec "$TP_G" ip -6 rule add fwmark "$TP_MARK" lookup "$TP_TABLE"
+    ns_exec "$TP_G" ip -6 route add local ::/0 dev lo table "$TP_TABLE"
 
     # Wait (bounded) until the client reaches both servers, both families (port 9 is
     # not intercepted: this is plain routing).
     local i ok=0
     for i in $(seq 50); do
-        if tp_reachable "$TP_C" "$TP_A4" && tp_reachable "$TP_C" "$TP_A6" &&
-           tp_reachable "$TP_C" "$TP_B4" && tp_reachable "$TP_C" "$TP_B6"; then ok=1; break; fi
+        if ns_reachable "$TP_C" "$TP_A4" && ns_reachable "$TP_C" "$TP_A6" &&
+           ns_reachable "$TP_C" "$TP_B4" && ns_reachable "$TP_C" "$TP_B6"; then ok=1; break; fi
         sleep 0.1
     done
     [ $ok = 1 ] || it_fail "transparent topology $p: the client cannot reach the servers"
@@ -141,6 +119,6 @@ tp_shim() {
 # tp_intercepted PROTO: packets the ruleset's TPROXY rule for PROTO (tcp|udp) has
 # handed to the shim so far (the rule's counter; both address families).
 tp_intercepted() {
-    tp_exec "$TP_G" nft list chain inet iperf_shim prerouting 2>/dev/null |
+    ns_exec "$TP_G" nft list chain inet iperf_shim prerouting 2>/dev/null |
         awk -v p="$1" '$0 ~ "tproxy" && $0 ~ (p " dport") { for (i = 1; i < NF; i++) if ($i == "packets") n += $(i + 1) } END { print n + 0 }'
 }

@@ -45,6 +45,13 @@ ns_reachable() {
     return 1
 }
 
+# ns_link NS_A IF_A NS_B IF_B: a veth pair between two namespaces, both ends up.
+ns_link() {
+    ip -n "$1" link add "$2" type veth peer name "$4" netns "$3" || it_fail "veth $1/$2 <-> $3/$4"
+    ip -n "$1" link set "$2" up
+    ip -n "$3" link set "$4" up
+}
+
 # ns_topology PREFIX: build the three-namespace topology described above.
 ns_topology() {
     local p=$1

@@ -81,7 +81,7 @@ listening() { it_wait_tcp "$1" x "$2" 5; }
 i3() {
     local name=$1 ns=$2 src=$3 dst=$4; shift 4
     listening "$ns" 5201
-    tp_exec "$TP_C" timeout 30 iperf3 -J -c "$dst" -B "$src" "$@" >"$IT_TMP/$name.json" 2>"$IT_TMP/$name.err"
+    ns_exec "$TP_C" timeout 30 iperf3 -J -c "$dst" -B "$src" "$@" >"$IT_TMP/$name.json" 2>"$IT_TMP/$name.err"
 }
 # compare NAME CHECK_ARGS...: the shim run NAME and the direct run NAME-d both pass
 # it_iperf3_check; per direction: the sender sent the same bytes through the shim as
@@ -141,9 +141,9 @@ grep -q "Accepted connection from $TP_GA4, port" "$IT_TMP/a3.log" || bad "server
 
 it_log "1b. two servers at once: iperf3 -t 2 to A (v4) and B (v6) in parallel"
 listening "$TP_A" 5201; listening "$TP_B" 5201
-tp_exec "$TP_C" timeout 30 iperf3 -J -c "$TP_A4" -B "$TP_C4" -t 2 >"$IT_TMP/parA.json" 2>&1 &
+ns_exec "$TP_C" timeout 30 iperf3 -J -c "$TP_A4" -B "$TP_C4" -t 2 >"$IT_TMP/parA.json" 2>&1 &
 PA=$!
-tp_exec "$TP_C" timeout 30 iperf3 -J -c "$TP_B6" -B "$TP_C6" -t 2 -R >"$IT_TMP/parB.json" 2>&1
+ns_exec "$TP_C" timeout 30 iperf3 -J -c "$TP_B6" -B "$TP_C6" -t 2 -R >"$IT_TMP/parB.json" 2>&1
 wait "$PA"
 for f in parA parB; do
     m=default; [ $f = parB ] && m=reverse
@@ -155,7 +155,7 @@ it_log "2. iperf2 -d / -r through the shim and directly"
 # i2 NAME SRC DST ARGS...: iperf2 client, streams parsed (see lib.sh it_iperf2_streams)
 i2() {
     local name=$1 src=$2 dst=$3; shift 3
-    tp_exec "$TP_C" timeout 30 iperf -c "$dst" -B "$src" -p 5001 -n "$N2" "$@" >"$IT_TMP/$name.out" 2>&1
+    ns_exec "$TP_C" timeout 30 iperf -c "$dst" -B "$src" -p 5001 -n "$N2" "$@" >"$IT_TMP/$name.out" 2>&1
     it_iperf2_streams "$IT_TMP/$name.out" >"$IT_TMP/$name.streams"
 }
 # i2check NAME: [1] (sent) and the connect-back stream (local port 5001) each N2 bytes
@@ -176,14 +176,14 @@ it_iperf2_shim_lines "$LOG1" | sed 's/^/#   shim: /'
 
 it_log "3. a busy server answers busy itself"
 listening "$TP_A" 5201
-tp_exec "$TP_C" timeout 30 iperf3 -c "$TP_A4" -B "$TP_D4" -t 4 >"$IT_TMP/occupy.out" 2>&1 &
+ns_exec "$TP_C" timeout 30 iperf3 -c "$TP_A4" -B "$TP_D4" -t 4 >"$IT_TMP/occupy.out" 2>&1 &
 OCC=$!
 for _ in $(seq 100); do grep -q "Accepted connection from $TP_D4" "$IT_TMP/a3.log" && break; sleep 0.05; done
 sleep 0.3   # pacing: let the occupying test reach TEST_RUNNING (not a check)
 for c in "$TP_C4 shim" "$TP_D4 direct"; do
     set -- $c
     t0=$(date +%s%N)
-    tp_exec "$TP_C" timeout 10 iperf3 -J -c "$TP_A4" -B "$1" -t 1 >"$IT_TMP/busy-$2.json" 2>&1
+    ns_exec "$TP_C" timeout 10 iperf3 -J -c "$TP_A4" -B "$1" -t 1 >"$IT_TMP/busy-$2.json" 2>&1
     ms=$(( ($(date +%s%N) - t0) / 1000000 ))
     err=$(it_iperf3_error "$IT_TMP/busy-$2.json")
     case $err in *busy*) [ "$ms" -lt 3000 ] && it_log "ok busy ($2): '$err' in $ms ms" || bad "busy ($2) took $ms ms";;
@@ -195,7 +195,7 @@ it_log "4. nothing listens at the destination: prompt failure"
 for c in "$TP_C4 shim" "$TP_D4 direct"; do
     set -- $c
     t0=$(date +%s%N)
-    tp_exec "$TP_C" timeout 10 iperf3 -J -c "$TP_B4" -B "$1" -t 1 >"$IT_TMP/refused-$2.json" 2>&1
+    ns_exec "$TP_C" timeout 10 iperf3 -J -c "$TP_B4" -B "$1" -t 1 >"$IT_TMP/refused-$2.json" 2>&1
     ms=$(( ($(date +%s%N) - t0) / 1000000 ))
     err=$(it_iperf3_error "$IT_TMP/refused-$2.json")
     if [ -n "$err" ] && [ "$ms" -lt 3000 ]; then it_log "ok refused ($2): '$err' in $ms ms"
@@ -205,7 +205,7 @@ it_wait_log_count "$LOG1" "server $TP_B4:5201, .*connect to $TP_B4:5201: Connect
     || bad "no test line saying the connect to $TP_B4:5201 was refused"
 
 it_log "5. the shim's own port addressed directly"
-tp_exec "$TP_C" timeout 10 iperf3 -J -c "$TP_GC4" -p "$TP_SHIM_PORT" -t 1 >"$IT_TMP/loop.json" 2>&1
+ns_exec "$TP_C" timeout 10 iperf3 -J -c "$TP_GC4" -p "$TP_SHIM_PORT" -t 1 >"$IT_TMP/loop.json" 2>&1
 err=$(it_iperf3_error "$IT_TMP/loop.json")
 [ -n "$err" ] || bad "a client of the shim's own port ran a test"
 it_wait_log_count "$LOG1" "refusing TCP client $TP_C4:[0-9]+ to $TP_GC4:$TP_SHIM_PORT: that is the shim's own listener" 1 5 \
@@ -221,7 +221,7 @@ it_stop_pid "$SHIM_PID"
 
 # ---------------------------------------------------------------- phase 2
 it_log "phase 2: --transparent --transparent-source --allow-server A"
-tp_exec "$TP_G" nft -f - <<'NFT' || bad "cannot load the mark-counting chain"
+ns_exec "$TP_G" nft -f - <<'NFT' || bad "cannot load the mark-counting chain"
 table inet t_mark {
     chain output {
         type filter hook output priority 0; policy accept;
@@ -246,13 +246,13 @@ i2 sd4 "$TP_C4" "$TP_A4" -d; i2check sd4
 grep -q "Client connecting to $TP_C4, TCP port" "$IT_TMP/a2.log" || bad "server A did not connect back to the client's address"
 grep -q "port 5001 connected with $TP_A4 port" "$IT_TMP/sd4.out" || bad "the client did not see the connect-back from A's address"
 
-marked=$(tp_exec "$TP_G" nft list chain inet t_mark output | sed -n 's/.*counter packets \([0-9]*\).*/\1/p')
+marked=$(ns_exec "$TP_G" nft list chain inet t_mark output | sed -n 's/.*counter packets \([0-9]*\).*/\1/p')
 [ "${marked:-0}" -gt 0 ] && it_log "ok --transparent-mark: $marked packets of the shim left with mark 0x2a" \
     || bad "no packet of the shim carried --transparent-mark 0x2a"
 it_log "9. a server outside --allow-server"
 before=$(grep -c "Accepted connection" "$IT_TMP/b3.log")
 t0=$(date +%s%N)
-tp_exec "$TP_C" timeout 10 iperf3 -J -c "$TP_B6" -B "$TP_C6" -t 1 >"$IT_TMP/deny.json" 2>&1
+ns_exec "$TP_C" timeout 10 iperf3 -J -c "$TP_B6" -B "$TP_C6" -t 1 >"$IT_TMP/deny.json" 2>&1
 ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 err=$(it_iperf3_error "$IT_TMP/deny.json")
 [ -n "$err" ] && [ "$ms" -lt 3000 ] || bad "client to the server not allowed: error '$err' after $ms ms"
@@ -267,7 +267,7 @@ it_log "phase 3: REDIRECT instead of TPROXY (the destination from conntrack)"
 # with no shim on $TP_SHIM_PORT the TPROXY rule finds no socket and does not match;
 # the nat chain then redirects to the shim's port $TP_SHIM_PORT+1
 RPORT=$((TP_SHIM_PORT + 1))
-tp_exec "$TP_G" nft -f - <<NFT || bad "cannot load the REDIRECT rules"
+ns_exec "$TP_G" nft -f - <<NFT || bad "cannot load the REDIRECT rules"
 table inet iperf_shim_nat {
     chain prerouting {
         type nat hook prerouting priority dstnat; policy accept;
@@ -292,7 +292,7 @@ it_stop_pid "$SHIM_PID"
 
 # ---------------------------------------------------------------- phase 4
 it_log "phase 4: the --bidir role race (esnet/iperf #2029) on both legs, transparently"
-tp_exec "$TP_G" nft delete table inet iperf_shim_nat
+ns_exec "$TP_G" nft delete table inet iperf_shim_nat
 tp_shim shim4 --handshake-timeout 3 --transparent-source
 LOG4=$IT_TMP/shim4.log
 # t_bidir_race's drop: the handshake ACK and the cookie of a new connection to 5201,
@@ -302,7 +302,7 @@ DROP=(-p tcp --dport 5201 -m connbytes --connbytes 2:3 --connbytes-dir original
       --connbytes-mode packets -m statistic --mode random --probability 0.5 -j DROP)
 for t in "$TP_C OUTPUT" "$TP_G OUTPUT" "$TP_G FORWARD"; do
     set -- $t
-    tp_exec "$1" iptables -A "$2" "${DROP[@]}" && tp_exec "$1" ip6tables -A "$2" "${DROP[@]}" \
+    ns_exec "$1" iptables -A "$2" "${DROP[@]}" && ns_exec "$1" ip6tables -A "$2" "${DROP[@]}" \
         || it_skip "iptables lacks the connbytes/statistic matches"
 done
 it_log "11. --bidir -P 2 -t 1, 6 runs through the shim (4 IPv4, 2 IPv6) and 6 directly"
@@ -318,14 +318,14 @@ for i in 1 2 3 4 5 6; do
     i3 race$i-d "$TP_A" "$dsrc" "$dst" --bidir -P 2 -t 1
     it_iperf3_check "$IT_TMP/race$i-d.json" --mode bidir -P 2 --timed >/dev/null || crossed=$((crossed + 1))
 done
-drops=$(( $(tp_exec "$TP_C" iptables -nvxL OUTPUT | awk '$3 == "DROP" { s += $1 } END { print s + 0 }') +
-          $(tp_exec "$TP_G" iptables -nvxL OUTPUT | awk '$3 == "DROP" { s += $1 } END { print s + 0 }') ))
+drops=$(( $(ns_exec "$TP_C" iptables -nvxL OUTPUT | awk '$3 == "DROP" { s += $1 } END { print s + 0 }') +
+          $(ns_exec "$TP_G" iptables -nvxL OUTPUT | awk '$3 == "DROP" { s += $1 } END { print s + 0 }') ))
 [ "$drops" -gt 0 ] || bad "the drop rules dropped nothing: the race was not provoked"
 it_log "ok through the shim $ok/6 runs with data in every stream both ways; directly $crossed/6 runs failed" \
        "(the race); $drops IPv4 handshake packets dropped; 'bidir roles fixed' logged $(grep -c 'bidir roles fixed' "$LOG4") times"
 for t in "$TP_C OUTPUT" "$TP_G OUTPUT" "$TP_G FORWARD"; do
     set -- $t
-    tp_exec "$1" iptables -D "$2" "${DROP[@]}"; tp_exec "$1" ip6tables -D "$2" "${DROP[@]}"
+    ns_exec "$1" iptables -D "$2" "${DROP[@]}"; ns_exec "$1" ip6tables -D "$2" "${DROP[@]}"
 done
 kill -0 "$SHIM_PID" 2>/dev/null || bad "shim 4 exited: $(tail -n 3 "$LOG4")"
 

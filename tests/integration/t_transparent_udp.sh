@@ -49,25 +49,25 @@ fail_soft() { echo "FAIL: $*"; FAILS=$((FAILS + 1)); }
 
 tp_topology "tu$$"
 if [ "${TU_TCP:-1}" = 0 ]; then
-    h=$(tp_exec "$TP_G" nft -a list chain inet iperf_shim prerouting |
+    h=$(ns_exec "$TP_G" nft -a list chain inet iperf_shim prerouting |
         awk '/tcp dport/ && /tproxy/ { print $NF }')
-    [ -n "$h" ] && tp_exec "$TP_G" nft delete rule inet iperf_shim prerouting handle "$h"
+    [ -n "$h" ] && ns_exec "$TP_G" nft delete rule inet iperf_shim prerouting handle "$h"
 fi
 
 # servers: iperf3 on A and B (both families), iperf2 UDP on A (IPv4, 5001 and 5002)
 # and B (IPv6)
 for ns in "$TP_A" "$TP_B"; do
-    tp_exec "$ns" iperf3 -s -D -p 5201 || it_fail "iperf3 -s in $ns"
+    ns_exec "$ns" iperf3 -s -D -p 5201 || it_fail "iperf3 -s in $ns"
 done
-it_bg i2a tp_exec "$TP_A" iperf -s -u -e -p 5001
-it_bg i2a2 tp_exec "$TP_A" iperf -s -u -e -p 5002
-it_bg i2b tp_exec "$TP_B" iperf -s -u -e -V -p 5001
+it_bg i2a ns_exec "$TP_A" iperf -s -u -e -p 5001
+it_bg i2a2 ns_exec "$TP_A" iperf -s -u -e -p 5002
+it_bg i2b ns_exec "$TP_B" iperf -s -u -e -V -p 5001
 for ns in "$TP_A" "$TP_B"; do
-    tp_exec "$ns" bash -c ". $here/lib.sh; it_wait_udp x 5001 10" || it_fail "iperf -s -u in $ns did not bind"
-    tp_exec "$ns" bash -c "for i in \$(seq 100); do ss -Htln 'sport = :5201' | grep -q . && exit 0; sleep 0.05; done; exit 1" ||
+    ns_exec "$ns" bash -c ". $here/lib.sh; it_wait_udp x 5001 10" || it_fail "iperf -s -u in $ns did not bind"
+    ns_exec "$ns" bash -c "for i in \$(seq 100); do ss -Htln 'sport = :5201' | grep -q . && exit 0; sleep 0.05; done; exit 1" ||
         it_fail "iperf3 -s in $ns did not listen"
 done
-tp_exec "$TP_A" bash -c ". $here/lib.sh; it_wait_udp x 5002 10" || it_fail "iperf -s -u -p 5002 in A"
+ns_exec "$TP_A" bash -c ". $here/lib.sh; it_wait_udp x 5002 10" || it_fail "iperf -s -u -p 5002 in A"
 
 tp_shim shim --udp-linger 2
 
@@ -75,7 +75,7 @@ tp_shim shim --udp-linger 2
 # Prints "c2s_sent c2s_recv s2c_sent s2c_recv" (bytes; 0 for a direction not run).
 i3() {
     local out=$1 src=$2 dst=$3; shift 3
-    tp_exec "$TP_C" timeout 30 iperf3 -c "$dst" -B "$src" -u -J "$@" >"$IT_TMP/$out.json" 2>&1
+    ns_exec "$TP_C" timeout 30 iperf3 -c "$dst" -B "$src" -u -J "$@" >"$IT_TMP/$out.json" 2>&1
     python3 - "$IT_TMP/$out.json" <<'EOF'
 import json, sys
 try:
@@ -168,7 +168,7 @@ fi
 i2() {
     local out=$1 src=$2 dst=$3 six=; shift 3
     [[ $dst == *:* ]] && six=-V
-    tp_exec "$TP_C" timeout 20 iperf -c "$dst" -B "$src" -u -p 5001 $six "$@" >"$IT_TMP/$out.txt" 2>&1
+    ns_exec "$TP_C" timeout 20 iperf -c "$dst" -B "$src" -u -p 5001 $six "$@" >"$IT_TMP/$out.txt" 2>&1
     it_iperf2_udp_reports "$IT_TMP/$out.txt"
 }
 # i2_case NAME SRC_SHIM SRC_DIRECT DST ARGS...: every report through the shim as directly.
@@ -202,7 +202,7 @@ grep -q "connect-back" "$IT_TMP/shim.log" || it_wait_log_count "$IT_TMP/shim.log
     fail_soft "i2-dual: the shim relayed no connect-back"
 
 it_log "3. not intercepted: UDP port 5002 of A"
-tp_exec "$TP_C" timeout 20 iperf -c "$TP_A4" -B "$TP_C4" -u -p 5002 -b 2M -t 1 >"$IT_TMP/p5002.txt" 2>&1
+ns_exec "$TP_C" timeout 20 iperf -c "$TP_A4" -B "$TP_C4" -u -p 5002 -b 2M -t 1 >"$IT_TMP/p5002.txt" 2>&1
 r=$(it_iperf2_udp_reports "$IT_TMP/p5002.txt")
 it_log "port 5002: reports/sent/lost/total $r"
 [ "${r%% *}" = 1 ] || fail_soft "port 5002: no Server Report: $(tail -n 3 "$IT_TMP/p5002.txt")"
@@ -213,13 +213,13 @@ grep -q ":5002" "$IT_TMP/shim.log" && fail_soft "port 5002: the shim had a flow:
 # unreach NS: ICMP destination-unreachables namespace NS received (IPv4 + IPv6)
 unreach() {
     local v4 v6
-    v4=$(tp_exec "$1" awk '$1=="Icmp:" { if (!h) { for (i = 2; i <= NF; i++) if ($i == "InDestUnreachs") c = i; h = 1; next } print $c }' /proc/net/snmp)
-    v6=$(tp_exec "$1" awk '$1=="Icmp6InDestUnreachs" { print $2 }' /proc/net/snmp6)
+    v4=$(ns_exec "$1" awk '$1=="Icmp:" { if (!h) { for (i = 2; i <= NF; i++) if ($i == "InDestUnreachs") c = i; h = 1; next } print $c }' /proc/net/snmp)
+    v6=$(ns_exec "$1" awk '$1=="Icmp6InDestUnreachs" { print $2 }' /proc/net/snmp6)
     echo $(( ${v4:-0} + ${v6:-0} ))
 }
 # icmp_caught: ICMP errors about intercepted flows that the gateway kept (rule counters)
 icmp_caught() {
-    tp_exec "$TP_G" nft list chain inet iperf_shim prerouting |
+    ns_exec "$TP_G" nft list chain inet iperf_shim prerouting |
         awk '/destination-unreachable/ { for (i = 1; i < NF; i++) if ($i == "packets") n += $(i + 1) } END { print n + 0 }'
 }
 
@@ -229,26 +229,26 @@ it_log "4. #391: A's iperf2 server with Winsock semantics, its replies delayed 0
 # got its report and closed) are addressed to the server: the ruleset hands them
 # to the shim's flow socket instead (docs/udp.md), where they are absorbed.
 if ! grep -q "destination-unreachable" "$TP_NFT"; then
-    tp_exec "$TP_G" nft add rule inet iperf_shim prerouting iifname c0 icmp type destination-unreachable \
+    ns_exec "$TP_G" nft add rule inet iperf_shim prerouting iifname c0 icmp type destination-unreachable \
         @th,136,8 17 @th,224,16 '{ 5001, 5201 }' counter meta mark set "$TP_MARK" accept || it_fail "nft: ICMP rule"
-    tp_exec "$TP_G" nft add rule inet iperf_shim prerouting iifname c0 icmpv6 type destination-unreachable \
+    ns_exec "$TP_G" nft add rule inet iperf_shim prerouting iifname c0 icmpv6 type destination-unreachable \
         @th,112,8 17 @th,384,16 '{ 5001, 5201 }' counter meta mark set "$TP_MARK" accept || it_fail "nft: ICMPv6 rule"
 fi
-i2pid=$(tp_exec "$TP_A" ss -Hlunp 'sport = :5001' | grep -o 'pid=[0-9]*' | head -n 1 | cut -d= -f2)
+i2pid=$(ns_exec "$TP_A" ss -Hlunp 'sport = :5001' | grep -o 'pid=[0-9]*' | head -n 1 | cut -d= -f2)
 [ -n "$i2pid" ] && kill "$i2pid"
-for i in $(seq 50); do tp_exec "$TP_A" ss -Huln 'sport = :5001' | grep -q . || break; sleep 0.1; done
-tp_exec "$TP_A" iptables -A OUTPUT -p udp --sport 5001 -j NFQUEUE --queue-num 5 --queue-bypass ||
+for i in $(seq 50); do ns_exec "$TP_A" ss -Huln 'sport = :5001' | grep -q . || break; sleep 0.1; done
+ns_exec "$TP_A" iptables -A OUTPUT -p udp --sport 5001 -j NFQUEUE --queue-num 5 --queue-bypass ||
     it_skip "iptables NFQUEUE target not available"
-it_bg nfq tp_exec "$TP_A" "$NFQ" -q 5 -d 0.4 -t 300
+it_bg nfq ns_exec "$TP_A" "$NFQ" -q 5 -d 0.4 -t 300
 it_wait_log_count "$IT_TMP/nfq.log" 'nfq_delay: ready' 1 5 || { cat "$IT_TMP/nfq.log"; it_fail "nfq_delay (A) did not start"; }
 for t in iptables ip6tables; do
-    tp_exec "$TP_C" $t -A OUTPUT -p udp --dport 5001 -j NFQUEUE --queue-num 6 --queue-bypass || it_fail "$t NFQUEUE in C"
+    ns_exec "$TP_C" $t -A OUTPUT -p udp --dport 5001 -j NFQUEUE --queue-num 6 --queue-bypass || it_fail "$t NFQUEUE in C"
 done
-it_bg nfqc tp_exec "$TP_C" "$NFQ" -q 6 -d 0.03 -t 300
+it_bg nfqc ns_exec "$TP_C" "$NFQ" -q 6 -d 0.03 -t 300
 NFQC_PID=$IT_LAST_PID
 it_wait_log_count "$IT_TMP/nfqc.log" 'nfq_delay: ready' 1 5 || { cat "$IT_TMP/nfqc.log"; it_fail "nfq_delay (C) did not start"; }
-it_bg i2w tp_exec "$TP_A" env LD_PRELOAD="$here/../../build/tools/libwinsock_udp.so" WINSOCK_UDP_QUIET=1 iperf -s -u -e -p 5001
-tp_exec "$TP_A" bash -c ". $here/lib.sh; it_wait_udp x 5001 10" || it_fail "iperf -s -u (winsock) in A did not bind"
+it_bg i2w ns_exec "$TP_A" env LD_PRELOAD="$here/../../build/tools/libwinsock_udp.so" WINSOCK_UDP_QUIET=1 iperf -s -u -e -p 5001
+ns_exec "$TP_A" bash -c ". $here/lib.sh; it_wait_udp x 5001 10" || it_fail "iperf -s -u (winsock) in A did not bind"
 ua0=$(unreach "$TP_A") ub0=$(unreach "$TP_B") k0=$(icmp_caught)
 N391=${TU_391_CLIENTS:-4}
 for i in $(seq "$N391"); do
@@ -268,12 +268,12 @@ ua1=$(unreach "$TP_A") ub1=$(unreach "$TP_B") k1=$(icmp_caught)
 [ "$ua1" = "$ua0" ] || fail_soft "#391: A received $((ua1 - ua0)) ICMP unreachable(s) during the shim runs"
 [ "$ub1" = "$ub0" ] || fail_soft "#391: B received $((ub1 - ub0)) ICMP unreachable(s) during the shim runs"
 [ "$k1" -gt "$k0" ] || it_log "note: no client sent an ICMP error this time (no final datagram was in flight)"
-tp_exec "$TP_A" ss -Hlunp 'sport = :5001' | grep -q iperf ||
+ns_exec "$TP_A" ss -Hlunp 'sport = :5001' | grep -q iperf ||
     fail_soft "#391: A's iperf2 server (Winsock semantics) died: $(tail -n 3 "$IT_TMP/i2w.log")"
 it_log "#391: $N391 + 2 clients through the shim; the servers received $((ua1 - ua0 + ub1 - ub0)) ICMP unreachables;" \
        "the gateway kept $((k1 - k0)) from the clients (answers to final datagrams in flight); shim:" \
        "$(grep -o 'final datagrams [0-9]* ([0-9]* answered by the shim), Server Report [a-z ]* ([0-9]* later copies absorbed); ICMP errors absorbed [0-9]*' "$IT_TMP/shim.log" | tail -n 6 | tr '\n' ';')"
-for t in iptables ip6tables; do tp_exec "$TP_C" $t -D OUTPUT -p udp --dport 5001 -j NFQUEUE --queue-num 6 --queue-bypass; done
+for t in iptables ip6tables; do ns_exec "$TP_C" $t -D OUTPUT -p udp --dport 5001 -j NFQUEUE --queue-num 6 --queue-bypass; done
 kill "$NFQC_PID" 2>/dev/null
 
 it_log "5. --allow-server: A's networks only"
