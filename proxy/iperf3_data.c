@@ -67,13 +67,22 @@ static long path_min_rtt_us(const struct test *t, int fd, int side)
 
 
 /* Is the path toward `side` longer than a DATA_RCVBUF window can carry at
- * DATA_RATE_BOUND (lowest RTT over about 0.4 ms: a WAN, a VPN)?  *rtt_us gets
- * that RTT, or -1 when the kernel does not tell: then it is not (the shim
- * behaves as it did before it looked). */
-static bool path_is_long(const struct test *t, int fd, int side, long *rtt_us)
+ * DATA_RATE_BOUND (lowest RTT over about 0.4 ms: a WAN, a VPN)?  Judged once
+ * per test and side, at its first data connection `fd`, so that the receive
+ * cap and the copy mode of every connection on that side agree.  An RTT the
+ * kernel does not tell is short: the shim behaves as it did before it looked. */
+static bool side_path_long(struct test *t, int fd, int side)
 {
-    *rtt_us = path_min_rtt_us(t, fd, side);
-    return *rtt_us >= 0 && (double)*rtt_us * 1e-6 * DATA_RATE_BOUND / 8 > (double)DATA_RCVBUF;
+    if (t->path[side] == PATH_UNJUDGED) {
+        long rtt = path_min_rtt_us(t, fd, side);
+        bool lng = rtt >= 0 && (double)rtt * 1e-6 * DATA_RATE_BOUND / 8 > (double)DATA_RCVBUF;
+        t->path[side] = lng ? PATH_LONG : PATH_SHORT;
+        if (lng)
+            log_debug("test %s: %s path RTT %.3f ms: its data connections' receive buffers "
+                      "are left to the kernel, data toward it is copied", t->id,
+                      side == SIDE_CLIENT ? "client" : "server", (double)rtt / 1000);
+    }
+    return t->path[side] == PATH_LONG;
 }
 
 
@@ -85,13 +94,12 @@ static bool path_is_long(const struct test *t, int fd, int side, long *rtt_us)
  * docs/notes.md). */
 static void start_pair(struct test *t, struct leg *cl, struct leg *sl)
 {
-    long rtt;
     struct relay_opts o = {
         .splice = t->svc->cfg.use_splice, .kind = RELAY_BULK, .idle = t->svc->cfg.idle_timeout,
         .activity = &t->act, .done = data_done, .arg = t,
     };
-    o.copy[FLOW_S2C] = path_is_long(t, cl->fd, SIDE_CLIENT, &rtt);
-    o.copy[FLOW_C2S] = path_is_long(t, sl->fd, SIDE_SERVER, &rtt);
+    o.copy[FLOW_S2C] = side_path_long(t, cl->fd, SIDE_CLIENT);
+    o.copy[FLOW_C2S] = side_path_long(t, sl->fd, SIDE_SERVER);
     if (t->nrelays >= I3_MAX_LEGS) {
         test_fail(t, "too many data connections");
         return;
@@ -386,16 +394,8 @@ static void data_leg_rcvbuf(struct test *t, int fd, int side)
     int v = DATA_RCVBUF;
     if (t->have_params && t->params.window > 0)
         return;
-    long rtt;
-    if (path_is_long(t, fd, side, &rtt)) {
-        if (!t->rcvbuf_told[side]) {
-            t->rcvbuf_told[side] = true;
-            log_debug("test %s: %s path RTT %.3f ms: its data connections' receive buffers "
-                      "are left to the kernel, data toward it is copied", t->id, side == SIDE_CLIENT ? "client" : "server",
-                      (double)rtt / 1000);
-        }
+    if (side_path_long(t, fd, side))
         return;
-    }
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v));
 }
 

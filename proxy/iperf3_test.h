@@ -55,6 +55,14 @@
 #define ACK_POLL    0.001                  /* s: a new upstream data connection is checked for
                                               its cookie's ACK this often */
 
+/* How long the path toward one side is, judged once per test and side from
+ * the lowest RTT measured (see side_path in iperf3_data.c). */
+enum path_len {
+    PATH_UNJUDGED = 0,  /* no data connection on that side yet */
+    PATH_SHORT,         /* DATA_RCVBUF carries DATA_RATE_BOUND (or RTT unknown) */
+    PATH_LONG,          /* a WAN, a VPN: no receive cap, data toward it copied */
+};
+
 /* End-of-test fence: the client's TEST_END (or CLIENT_TERMINATE) is held on
  * the control relay until the server has acknowledged every data byte the
  * client sent before it (see fence_begin). */
@@ -188,7 +196,7 @@ struct test {
     uint64_t          pair_s2c_end[I3_MAX_LEGS];  /* relay i: server->client bytes the client had
                                                      acknowledged at its TEST_END */
     bool              s2c_snapped;        /* pair_s2c_end was taken */
-    bool              rcvbuf_told[2];     /* per side: "left to the kernel" was logged */
+    enum path_len     path[2];            /* per side: its path, once judged */
     int               nrelays;            /* relays created */
     int               live_relays;        /* relays still running */
     ev_timer          role_timer;         /* --role-timeout after TEST_RUNNING */
