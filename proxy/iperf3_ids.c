@@ -4,6 +4,8 @@
  * (protocol/iperf3_results.h does the JSON). */
 #include "proxy/iperf3_test.h"
 
+#include "compat/tcp_info.h"
+
 
 /* --------------------------------------------------- per-stream results */
 
@@ -199,13 +201,18 @@ static int results_replace(struct test *t, int d, const int64_t *from, const int
 /* The client's connections in the order it created them, when that is
  * certain (protocol/stream_order.h: accept order when no handshake was held
  * up, else the source ports' order confirmed pair by pair by accept order or
- * the SYN-ACK times): order[k] = client leg of the client's k-th stream.
- * Returns 0 with order[] and *how set, or -1 with *why. */
+ * the SYN-ACK times, or a sequential allocator's): order[k] = client leg of
+ * the client's k-th stream.  The control connection's lowest RTT is the
+ * path's, against which a handshake was held up.  Returns 0 with order[] and
+ * *how set, or -1 with *why. */
 static int client_creation_order(const struct test *t, int n, int *order, enum so_source *how,
                                  char *why, size_t whylen)
 {
-    return so_creation_order(t->cl_seen, n, (uint16_t)net_port((const struct sockaddr *)&t->client),
-                             order, how, why, whylen);
+    long rtt = t->ctrl && t->ctrl->fd[SIDE_CLIENT] >= 0 ? tcp_min_rtt_us(t->ctrl->fd[SIDE_CLIENT])
+                                                         : -1;
+    struct so_ctrl ctrl = { .port = (uint16_t)net_port((const struct sockaddr *)&t->client),
+                            .min_rtt_us = rtt > 0 && rtt < UINT32_MAX ? (uint32_t)rtt : 0 };
+    return so_creation_order(t->cl_seen, n, &ctrl, order, how, why, whylen);
 }
 
 
@@ -335,7 +342,9 @@ static const char *match_how(const struct test *t)
 {
     if (!t->res_by_order)
         return "bytes";
-    return t->res_how == SO_BY_ACCEPT ? "accept order" : "ports and SYN-ACK times";
+    return t->res_how == SO_BY_ACCEPT      ? "accept order"
+           : t->res_how == SO_BY_PORT_TIME ? "ports and SYN-ACK times"
+                                           : "source ports (a sequential allocator's)";
 }
 
 

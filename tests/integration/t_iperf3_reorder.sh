@@ -8,7 +8,8 @@
 # shim's upstream leg (at the server).  The shim opens upstream connections
 # one at a time (server order = its order), recovers the client's creation
 # order (accept order; after a held-up handshake, source ports confirmed by
-# accept order or SYN-ACK times; else byte counts) and renumbers the stream
+# accept order or SYN-ACK times, or a sequential allocator's ports where
+# nothing times a pair; else byte counts) and renumbers the stream
 # ids of both results JSON (docs/results-pairing.md), so each stream's line
 # must show the numbers of the stream it really exchanged data with.
 #
@@ -27,7 +28,8 @@
 # And over all runs: connections were really reordered, i.e. the shim
 # renumbered stream ids in at least one run ("ids renumbered" in its log).
 # Every run where the shim claims certainty (ids renumbered, or matched and left
-# as they were: by accept order, by ports and SYN-ACK times, or by bytes) must
+# as they were: by accept order, by ports and SYN-ACK times, by source ports,
+# or by bytes) must
 # pass the per-stream band above, -R -P 4 included: crossed lines then fail the
 # test.  A run where the shim could not pair the streams with certainty (its
 # test line says "left as it was" and why) is a known limit, not a failure:
@@ -62,7 +64,7 @@ it_start_shim shim "$NS_G" -- --listen "$NS_GC4:$PORT" --upstream "$NS_S4:$PORT"
 LOG=$IT_TMP/shim.log
 
 fails=0 runs=0 renumbered=0 asis=0 uncertain=0
-declare -A certain_in=() by_ports=()
+declare -A certain_in=() by_ports=() by_run=()
 for spec in "P4|-P 4|default|4" "R-P4|-R -P 4|reverse|4" "bidir-P2|--bidir -P 2|bidir|2"; do
     IFS='|' read -r name args mode P <<<"$spec"
     for i in $(seq "$RUNS"); do
@@ -82,7 +84,10 @@ for spec in "P4|-P 4|default|4" "R-P4|-R -P 4|reverse|4" "bidir-P2|--bidir -P 2|
             *) uncertain=$((uncertain + 1)); how="not re-paired: ${tline##*results: }";;
         esac
         case $how in not*) ;; *) certain_in[$name]=$(( ${certain_in[$name]:-0} + 1 ));; esac
-        case $tline in *"ports and SYN-ACK times"*) by_ports[$name]=$(( ${by_ports[$name]:-0} + 1 ));; esac
+        case $tline in
+            *"ports and SYN-ACK times"*) by_ports[$name]=$(( ${by_ports[$name]:-0} + 1 ));;
+            *"source ports"*) by_run[$name]=$(( ${by_run[$name]:-0} + 1 ));;
+        esac
         case $tline in *"fence timed out"*) ok=1; res="$res; shim: fence timed out";; esac
         if [ $ok -ne 0 ] && [ "$how" != "${how#not re-paired}" ]; then
             # uncertain pairing: only the totals are asserted
@@ -106,7 +111,7 @@ kill -0 "$SHIM_PID" 2>/dev/null || it_fail "the shim died"
 drops=$(ns_exec "$NS_C" iptables -nvxL OUTPUT | awk '$3=="DROP"{s+=$1} END{print s+0}')
 gdrops=$(ns_exec "$NS_G" iptables -nvxL OUTPUT | awk '$3=="DROP"{s+=$1} END{print s+0}')
 for name in P4 R-P4 bidir-P2; do
-    it_log "$name: streams matched with certainty in ${certain_in[$name]:-0} of $RUNS runs (by ports and SYN-ACK times in ${by_ports[$name]:-0}), per-stream lines asserted in those"
+    it_log "$name: streams matched with certainty in ${certain_in[$name]:-0} of $RUNS runs (by ports and SYN-ACK times in ${by_ports[$name]:-0}, by source ports alone in ${by_run[$name]:-0}), per-stream lines asserted in those"
 done
 it_log "runs $runs: results renumbered in $renumbered, matched as accepted in $asis, left as they were in $uncertain; drops: client leg $drops, upstream leg $gdrops packets"
 [ "$renumbered" -gt 0 ] || it_fail "no run needed renumbering: the drops did not reorder any stream"

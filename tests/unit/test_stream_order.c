@@ -53,7 +53,8 @@ static void model(const enum fate *f, int n, const int *perm, int64_t lag, uint1
 static int decide(const struct so_conn *c, int n, uint16_t ctrl, int *order, enum so_source *how)
 {
     char why[256];
-    return so_creation_order(c, n, ctrl, order, how, why, sizeof(why));
+    struct so_ctrl cc = { .port = ctrl };
+    return so_creation_order(c, n, &cc, order, how, why, sizeof(why));
 }
 
 static void order__every_fate_of_four_streams__never_wrong(void **state)
@@ -128,7 +129,9 @@ static void order__ports_alone_contradicted__refused(void **state)
     assert_int_equal(decide(c, 3, 40000, order, &how), -1);
 }
 
-static void order__held_without_timestamp_or_rtt__refused(void **state)
+/* Without the held-up stream's cookie time or RTT sample nothing times it:
+ * only a sequential allocator's ports can place it. */
+static void order__held_without_timestamp_or_rtt__ports_alone_or_refused(void **state)
 {
     (void)state;
     enum fate f[3] = { HELD, CLEAN, CLEAN };
@@ -136,18 +139,115 @@ static void order__held_without_timestamp_or_rtt__refused(void **state)
     struct so_conn c[3];
     enum so_source how;
     model(f, 3, perm, 5, 40000, c);
-    struct so_conn keep = c[0];
-    c[0].rx_us = 0;                       /* no SO_TIMESTAMPNS */
-    assert_int_equal(decide(c, 3, 40000, order, &how), -1);
-    c[0] = keep;
-    c[0].synack_retrans = true;           /* no handshake RTT sample */
-    assert_int_equal(decide(c, 3, 40000, order, &how), -1);
-    c[0] = keep;
-    c[0].rtt_us = 0;
-    assert_int_equal(decide(c, 3, 40000, order, &how), -1);
-    c[0] = keep;
-    assert_int_equal(decide(c, 3, 0, order, &how), -1);   /* control port unknown */
-    assert_int_equal(decide(c, 3, 40000, order, &how), 0);
+    for (int spread = 0; spread < 2; spread++) {
+        if (spread)
+            for (int k = 0; k < 3; k++)
+                c[k].port = (uint16_t)(40002 + 1000 * k);   /* in order, but far apart */
+        struct so_conn keep = c[0];
+        for (int miss = 0; miss < 3; miss++) {
+            c[0] = keep;
+            if (miss == 0)
+                c[0].rx_us = 0;                 /* no SO_TIMESTAMPNS */
+            else if (miss == 1)
+                c[0].synack_retrans = true;     /* no handshake RTT sample */
+            else
+                c[0].rtt_us = 0;
+            int rc = decide(c, 3, 40000, order, &how);
+            if (spread) {
+                assert_int_equal(rc, -1);
+            } else {
+                assert_int_equal(rc, 0);
+                assert_int_equal(how, SO_BY_PORT_RUN);
+            }
+        }
+        c[0] = keep;
+        for (int ctrl = 0; ctrl < 2; ctrl++) {   /* control port unknown, then known */
+            assert_int_equal(decide(c, 3, ctrl ? 40000 : 0, order, &how), 0);
+            assert_int_equal(how, SO_BY_PORT_TIME);
+            for (int k = 0; k < 3; k++)
+                assert_int_equal(order[k], k);
+        }
+        c[0].rx_us = 0;   /* 3 ports alone, without the control port: too few to decide */
+        assert_int_equal(decide(c, 3, 0, order, &how), -1);
+        c[0] = keep;
+    }
+}
+
+/* The run t_iperf3_reorder left as it was (-R -P 4, kernel 6.18): ports
+ * 42748 (held up), 42754 (cookie lost), 42758 (clean), 42766 (cookie lost)
+ * above control port 42744, accepted 4th, 1st, 2nd, 3rd.  Nothing times the
+ * held-up one against its neighbour, whose cookie was retransmitted too: the
+ * ports of a sequential allocator decide that pair, the others confirm the
+ * rest. */
+static void order__held_next_to_lost_cookie__ports_of_a_sequential_allocator(void **state)
+{
+    (void)state;
+    enum fate f[4] = { HELD, LATE_COOKIE, CLEAN, LATE_COOKIE };
+    int perm[4] = { 1, 2, 3, 0 }, order[4];
+    struct so_conn c[4];
+    enum so_source how;
+    model(f, 4, perm, 5, 42744, c);
+    const uint16_t ports[4] = { 42754, 42758, 42766, 42748 };
+    for (int k = 0; k < 4; k++)
+        c[k].port = ports[k];
+    assert_int_equal(c[3].accept_seq, 4);
+    assert_int_equal(decide(c, 4, 42744, order, &how), 0);
+    assert_int_equal(how, SO_BY_PORT_RUN);
+    for (int k = 0; k < 4; k++)
+        assert_int_equal(perm[order[k]], k);
+}
+
+/* The same, from a client whose ports are spread (a randomising allocator):
+ * the unconfirmed pair cannot be decided. */
+static void order__unconfirmed_pair_ports_spread__refused(void **state)
+{
+    (void)state;
+    enum fate f[4] = { HELD, LATE_COOKIE, CLEAN, LATE_COOKIE };
+    int perm[4] = { 1, 2, 3, 0 }, order[4];
+    struct so_conn c[4];
+    enum so_source how;
+    char why[256];
+    model(f, 4, perm, 5, 40000, c);
+    for (int k = 0; k < 4; k++)
+        c[k].port = (uint16_t)(40000 + 2 + 900 * perm[k]);
+    assert_int_equal(so_creation_order(c, 4, &(struct so_ctrl){ .port = 40000 }, order, &how,
+                                       why, sizeof(why)), -1);
+    assert_non_null(strstr(why, "sequential allocator"));
+    /* within SO_PORT_RUN per connection above the control port: decided */
+    for (int k = 0; k < 4; k++)
+        c[k].port = (uint16_t)(40000 + SO_PORT_RUN * (perm[k] + 1));
+    assert_int_equal(decide(c, 4, 40000, order, &how), 0);
+    assert_int_equal(how, SO_BY_PORT_RUN);
+    c[0].port = (uint16_t)(40000 + SO_PORT_RUN * 4 + 1);   /* one port beyond */
+    assert_int_equal(decide(c, 4, 40000, order, &how), -1);
+}
+
+/* Over every fate of four streams, a randomising allocator (ports spread
+ * and in no relation to creation order): an order is returned only when the
+ * observations prove it, and it is never wrong. */
+static void order__every_fate_spread_ports__never_wrong(void **state)
+{
+    (void)state;
+    const int perms[3][4] = { { 0, 1, 2, 3 }, { 3, 1, 0, 2 }, { 2, 3, 1, 0 } };
+    const uint16_t spread[4] = { 43100, 40500, 41900, 40800 };   /* by creation */
+    for (int code = 0; code < 81; code++) {
+        enum fate f[4];
+        for (int k = 0, x = code; k < 4; k++, x /= 3)
+            f[k] = (enum fate)(x % 3);
+        for (int p = 0; p < 3; p++) {
+            struct so_conn c[4];
+            int order[4];
+            enum so_source how;
+            model(f, 4, perms[p], 5, 40000, c);
+            for (int k = 0; k < 4; k++)
+                c[k].port = spread[perms[p][k]];
+            if (decide(c, 4, 40000, order, &how) == -1)
+                continue;
+            assert_int_not_equal(how, SO_BY_PORT_RUN);
+            for (int k = 0; k < 4; k++)
+                assert_int_equal(perms[p][order[k]], k);
+        }
+    }
 }
 
 static void order__ports_wrap_past_65535__still_ordered(void **state)
@@ -202,15 +302,20 @@ static void order__hostile_values__no_overflow_no_order(void **state)
     struct so_conn c[2] = {
         { .accept_seq = 2, .port = 40002, .rtt_us = UINT32_MAX, .accept_us = INT64_MIN,
           .rx_us = INT64_MAX },
-        { .accept_seq = 1, .port = 40006, .rtt_us = 1, .accept_us = INT64_MAX,
+        { .accept_seq = 1, .port = 43006, .rtt_us = 1, .accept_us = INT64_MAX,
           .rx_us = INT64_MIN },
     };
     int order[SO_MAX_CONNS + 1];
     enum so_source how;
     assert_int_equal(decide(c, 2, 40000, order, &how), -1);
+    c[1].port = 40006;   /* a sequential allocator's ports: they decide, nothing overflows */
+    assert_int_equal(decide(c, 2, 40000, order, &how), 0);
+    assert_int_equal(how, SO_BY_PORT_RUN);
+    c[1].port = 43006;
     assert_int_equal(decide(c, 0, 40000, order, &how), -1);
     assert_int_equal(decide(c, SO_MAX_CONNS + 1, 40000, order, &how), -1);
-    assert_int_equal(so_creation_order(c, 2, 40000, order, &how, NULL, 0), -1);
+    assert_int_equal(so_creation_order(c, 2, &(struct so_ctrl){ .port = 40000 }, order, &how,
+                                       NULL, 0), -1);
 }
 
 static void order__one_stream__always(void **state)
@@ -219,11 +324,66 @@ static void order__one_stream__always(void **state)
     struct so_conn c = { .accept_seq = 7, .rtt_us = 0 };
     int order[1];
     enum so_source how;
-    /* held (RTT unknown), yet one stream has one order... only with a port */
-    assert_int_equal(decide(&c, 1, 0, order, &how), -1);
+    /* held (RTT unknown), port and control port unknown: one stream, one order */
+    assert_int_equal(decide(&c, 1, 0, order, &how), 0);
+    assert_int_equal(order[0], 0);
     c.port = 40002;
     assert_int_equal(decide(&c, 1, 40000, order, &how), 0);
     assert_int_equal(order[0], 0);
+}
+
+/* The run t_iperf3_reorder left as it was before the lowest data port could
+ * anchor the ports (-R -P 4, kernel 6.18): control port 51962, data ports
+ * 59618..59652 (the allocator jumped after a held-up control connection);
+ * three handshakes held up, every pair timed. */
+static void order__control_port_far__data_ports_anchor(void **state)
+{
+    (void)state;
+    enum fate f[4] = { HELD, HELD, CLEAN, HELD };
+    int perm[4] = { 2, 3, 1, 0 }, order[4];
+    struct so_conn c[4];
+    enum so_source how;
+    model(f, 4, perm, 5, 51962, c);
+    const uint16_t ports[4] = { 59636, 59652, 59632, 59618 };
+    for (int k = 0; k < 4; k++)
+        c[k].port = ports[k];
+    assert_int_equal(decide(c, 4, 51962, order, &how), 0);
+    assert_int_equal(how, SO_BY_PORT_TIME);
+    for (int k = 0; k < 4; k++)
+        assert_int_equal(perm[order[k]], k);
+    c[0].port = 59636 + SO_PORT_WINDOW;   /* no anchor either way */
+    assert_int_equal(decide(c, 4, 51962, order, &how), -1);
+}
+
+/* Seen in t_iperf3_reorder (-P 4): every ACK and cookie lost, the four
+ * retransmitted cookies completed the handshakes within 2 ms of one another
+ * and in reverse order (RTT samples 201.6 to 203.5 ms).  Against the data
+ * handshakes alone none looks held up and accept order is wrong; against the
+ * control connection's RTT all are, and their SYN-ACK times order them. */
+static void order__every_handshake_held__judged_by_the_control_rtt(void **state)
+{
+    (void)state;
+    const uint32_t rtt[4] = { 203481, 202780, 202229, 201644 };   /* by creation */
+    const uint16_t port[4] = { 50000, 50004, 50020, 50022 };
+    struct so_conn c[4];
+    int order[4];
+    enum so_source how;
+    char why[256];
+    for (int s = 0; s < 4; s++) {
+        int64_t syn = T0 + (int64_t)s * STEP;
+        int64_t done = syn + rtt[s];
+        c[3 - s] = (struct so_conn){ .accept_seq = (uint64_t)(4 - s), .port = port[s],
+                                     .rtt_us = rtt[s], .accept_us = done + 5,
+                                     .rx_us = done };
+    }
+    struct so_ctrl ctrl = { .port = 49994, .min_rtt_us = 25 };
+    assert_int_equal(so_creation_order(c, 4, &ctrl, order, &how, why, sizeof(why)), 0);
+    assert_int_equal(how, SO_BY_PORT_TIME);
+    for (int k = 0; k < 4; k++)
+        assert_int_equal(order[k], 3 - k);
+    ctrl.min_rtt_us = 0;   /* unknown: the data handshakes alone say "none held" */
+    assert_int_equal(so_creation_order(c, 4, &ctrl, order, &how, why, sizeof(why)), 0);
+    assert_int_equal(how, SO_BY_ACCEPT);   /* wrong; the caller's byte checks catch it */
 }
 
 int main(void)
@@ -233,12 +393,17 @@ int main(void)
         cmocka_unit_test(order__no_handshake_held__accept_order),
         cmocka_unit_test(order__first_stream_held_up__placed_by_its_syn_ack_time),
         cmocka_unit_test(order__ports_alone_contradicted__refused),
-        cmocka_unit_test(order__held_without_timestamp_or_rtt__refused),
+        cmocka_unit_test(order__held_without_timestamp_or_rtt__ports_alone_or_refused),
+        cmocka_unit_test(order__held_next_to_lost_cookie__ports_of_a_sequential_allocator),
+        cmocka_unit_test(order__unconfirmed_pair_ports_spread__refused),
+        cmocka_unit_test(order__every_fate_spread_ports__never_wrong),
         cmocka_unit_test(order__ports_wrap_past_65535__still_ordered),
         cmocka_unit_test(order__port_range_wrapped__refused),
         cmocka_unit_test(order__ties__refused),
         cmocka_unit_test(order__hostile_values__no_overflow_no_order),
         cmocka_unit_test(order__one_stream__always),
+        cmocka_unit_test(order__control_port_far__data_ports_anchor),
+        cmocka_unit_test(order__every_handshake_held__judged_by_the_control_rtt),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
