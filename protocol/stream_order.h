@@ -49,10 +49,10 @@
  * SO_PORT_RUN per connection above the control connection's port
  * (SO_BY_PORT_RUN).  Linux gives consecutive connects to one destination
  * ports 2 to 16 apart (__inet_hash_connect: even ports, a random step of up
- * to 7 x 2), Windows 1 apart; a randomising allocator (the BSDs, macOS) puts
- * n ports that close to the control port with a probability of about
- * (32 n / 28000)^n: 2e-5 for 2 connections, 4e-10 for 4, and then orders
- * them right half the time.  Ports farther apart, and the order is refused:
+ * to 7 x 2), Windows 1 apart; a randomising allocator (the BSDs, macOS: 16384
+ * ports) puts n ports that close to the control port with a probability of
+ * about (32 n / 16384)^n: 1.5e-5 for 2 connections, 4e-9 for 4, and then
+ * orders them right half the time.  Ports farther apart, and the order is refused:
  * the caller then leaves the results as they were.
  *
  * Ports are measured from the control connection's port, the allocator's
@@ -62,7 +62,7 @@
  * (or with the control port unknown) they are measured from the lowest data
  * port, all within SO_PORT_WINDOW of it, and the ports alone decide a pair
  * only for 4 connections or more (n ports within 32 n of one another by
- * chance: about n (32 n / 28000)^(n-1), 4e-7 for 4).
+ * chance: about n (32 n / 16384)^(n-1), 2e-6 for 4).
  */
 #ifndef IPERF_SHIM_PROTOCOL_STREAM_ORDER_H
 #define IPERF_SHIM_PROTOCOL_STREAM_ORDER_H
