@@ -100,7 +100,6 @@ int so_creation_order(const struct so_conn *c, int n, const struct so_ctrl *ctrl
     bool held[SO_MAX_CONNS];
     uint64_t key[SO_MAX_CONNS];
     uint32_t min = ctrl->min_rtt_us > 0 ? ctrl->min_rtt_us : UINT32_MAX;
-    uint16_t ctrl_port = ctrl->port;
 
     if (n < 1 || n > SO_MAX_CONNS)
         return fail(why, whylen, "%d connections (1..%d ordered)", n, SO_MAX_CONNS);
@@ -127,10 +126,10 @@ int so_creation_order(const struct so_conn *c, int n, const struct so_ctrl *ctrl
         return 0;
     }
     bool by_ctrl;
-    if (port_keys(c, n, ctrl_port, key, &by_ctrl) == -1)
+    if (port_keys(c, n, ctrl->port, key, &by_ctrl) == -1)
         return fail(why, whylen, "%d handshake(s) held up, and the data connections' ports "
                     "are not within %d above the control connection's %u, nor within %d of "
-                    "one another", nheld, SO_PORT_WINDOW, ctrl_port, SO_PORT_WINDOW);
+                    "one another", nheld, SO_PORT_WINDOW, ctrl->port, SO_PORT_WINDOW);
     for (int k = 0; k < n; k++)
         for (int j = 0; j < k; j++)
             if (key[j] == key[k])

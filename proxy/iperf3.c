@@ -1,5 +1,7 @@
 #include "proxy/iperf3_test.h"
 
+#include "compat/tcp_info.h"
+
 
 /* ---------------------------------------------------------------- lifetime */
 
@@ -144,6 +146,14 @@ static void test_release_member(struct test *t)
 static bool pre_relay(const struct test *t)
 {
     return t->phase == CTRL_CONNECTING || t->phase == CTRL_ASKING || t->phase == CTRL_QUEUED;
+}
+
+/* The lowest RTT the kernel measured on the test's control connection
+ * toward `side`, in microseconds, or -1 (no control connection, or not
+ * known).  It has exchanged messages both ways: the path's RTT. */
+long ctrl_min_rtt_us(const struct test *t, int side)
+{
+    return t->ctrl && t->ctrl->fd[side] >= 0 ? tcp_min_rtt_us(t->ctrl->fd[side]) : -1;
 }
 
 /* Frees the test once nothing of it is alive. */

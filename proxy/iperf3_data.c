@@ -59,7 +59,7 @@ static void data_done(void *arg, struct relay *r, enum relay_end how)
 static long path_min_rtt_us(const struct test *t, int fd, int side)
 {
     long rtt = tcp_min_rtt_us(fd);
-    long c = t->ctrl && t->ctrl->fd[side] >= 0 ? tcp_min_rtt_us(t->ctrl->fd[side]) : -1;
+    long c = ctrl_min_rtt_us(t, side);
     if (c >= 0 && (rtt < 0 || c < rtt))
         rtt = c;
     return rtt;

@@ -4,8 +4,6 @@
  * (protocol/iperf3_results.h does the JSON). */
 #include "proxy/iperf3_test.h"
 
-#include "compat/tcp_info.h"
-
 
 /* --------------------------------------------------- per-stream results */
 
@@ -208,8 +206,7 @@ static int results_replace(struct test *t, int d, const int64_t *from, const int
 static int client_creation_order(const struct test *t, int n, int *order, enum so_source *how,
                                  char *why, size_t whylen)
 {
-    long rtt = t->ctrl && t->ctrl->fd[SIDE_CLIENT] >= 0 ? tcp_min_rtt_us(t->ctrl->fd[SIDE_CLIENT])
-                                                         : -1;
+    long rtt = ctrl_min_rtt_us(t, SIDE_CLIENT);
     struct so_ctrl ctrl = { .port = (uint16_t)net_port((const struct sockaddr *)&t->client),
                             .min_rtt_us = rtt > 0 && rtt < UINT32_MAX ? (uint32_t)rtt : 0 };
     return so_creation_order(t->cl_seen, n, &ctrl, order, how, why, whylen);

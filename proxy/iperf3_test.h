@@ -56,7 +56,7 @@
                                               its cookie's ACK this often */
 
 /* How long the path toward one side is, judged once per test and side from
- * the lowest RTT measured (see side_path in iperf3_data.c). */
+ * the lowest RTT measured (see side_path_long in iperf3_data.c). */
 enum path_len {
     PATH_UNJUDGED = 0,  /* no data connection on that side yet */
     PATH_SHORT,         /* DATA_RCVBUF carries DATA_RATE_BOUND (or RTT unknown) */
@@ -261,6 +261,7 @@ static inline bool hold_mode(const struct test *t)
 void server_left(struct test *t, const char *how);
 void test_fail(struct test *t, const char *why);
 void test_maybe_free(struct test *t);
+long ctrl_min_rtt_us(const struct test *t, int side);
 
 /* ---- iperf3_data.c: data connections, upstream order, roles and pairing */
 void data_new(struct test *t, int fd, const struct sockaddr_storage *peer,

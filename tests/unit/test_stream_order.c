@@ -50,6 +50,23 @@ static void model(const enum fate *f, int n, const int *perm, int64_t lag, uint1
     }
 }
 
+/* model(), with the client's real source ports: ports[i] of observation i. */
+static void model_ports(const enum fate *f, int n, const int *perm, uint16_t ctrl,
+                        const uint16_t *ports, struct so_conn *c)
+{
+    model(f, n, perm, 5, ctrl, c);
+    for (int k = 0; k < n; k++)
+        c[k].port = ports[k];
+}
+
+/* order[] is the creation order of observations shuffled by perm[]: its
+ * k-th entry is stream k. */
+static void assert_creation_order(const int *perm, const int *order, int n)
+{
+    for (int k = 0; k < n; k++)
+        assert_int_equal(perm[order[k]], k);
+}
+
 static int decide(const struct so_conn *c, int n, uint16_t ctrl, int *order, enum so_source *how)
 {
     char why[256];
@@ -77,8 +94,7 @@ static void order__every_fate_of_four_streams__never_wrong(void **state)
                 if (decide(c, 4, 40000, order, &how) == -1)
                     continue;
                 decided++;
-                for (int k = 0; k < 4; k++)   /* the k-th created stream */
-                    assert_int_equal(perms[p][order[k]], k);
+                assert_creation_order(perms[p], order, 4);
             }
     }
     assert_true(decided > total / 2);
@@ -186,15 +202,11 @@ static void order__held_next_to_lost_cookie__ports_of_a_sequential_allocator(voi
     int perm[4] = { 1, 2, 3, 0 }, order[4];
     struct so_conn c[4];
     enum so_source how;
-    model(f, 4, perm, 5, 42744, c);
-    const uint16_t ports[4] = { 42754, 42758, 42766, 42748 };
-    for (int k = 0; k < 4; k++)
-        c[k].port = ports[k];
+    model_ports(f, 4, perm, 42744, (const uint16_t[]){ 42754, 42758, 42766, 42748 }, c);
     assert_int_equal(c[3].accept_seq, 4);
     assert_int_equal(decide(c, 4, 42744, order, &how), 0);
     assert_int_equal(how, SO_BY_PORT_RUN);
-    for (int k = 0; k < 4; k++)
-        assert_int_equal(perm[order[k]], k);
+    assert_creation_order(perm, order, 4);
 }
 
 /* The same, from a client whose ports are spread (a randomising allocator):
@@ -244,8 +256,7 @@ static void order__every_fate_spread_ports__never_wrong(void **state)
             if (decide(c, 4, 40000, order, &how) == -1)
                 continue;
             assert_int_not_equal(how, SO_BY_PORT_RUN);
-            for (int k = 0; k < 4; k++)
-                assert_int_equal(perms[p][order[k]], k);
+            assert_creation_order(perms[p], order, 4);
         }
     }
 }
@@ -343,14 +354,10 @@ static void order__control_port_far__data_ports_anchor(void **state)
     int perm[4] = { 2, 3, 1, 0 }, order[4];
     struct so_conn c[4];
     enum so_source how;
-    model(f, 4, perm, 5, 51962, c);
-    const uint16_t ports[4] = { 59636, 59652, 59632, 59618 };
-    for (int k = 0; k < 4; k++)
-        c[k].port = ports[k];
+    model_ports(f, 4, perm, 51962, (const uint16_t[]){ 59636, 59652, 59632, 59618 }, c);
     assert_int_equal(decide(c, 4, 51962, order, &how), 0);
     assert_int_equal(how, SO_BY_PORT_TIME);
-    for (int k = 0; k < 4; k++)
-        assert_int_equal(perm[order[k]], k);
+    assert_creation_order(perm, order, 4);
     c[0].port = 59636 + SO_PORT_WINDOW;   /* no anchor either way */
     assert_int_equal(decide(c, 4, 51962, order, &how), -1);
 }
