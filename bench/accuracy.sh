@@ -14,6 +14,10 @@
 #                       forwarded direct path (tests/integration/t_bidir_race.sh)
 #   -o, --out FILE      raw rows (TSV) to FILE as well
 #   -a, --shim-args A   extra shim arguments (one string, split on spaces)
+#   -p, --pin           iperf3 (server and client) on BENCH_IPERF_CPUS (default 0), the
+#                       shims on BENCH_PROXY_CPUS (default 1): the shim on a CPU of its
+#                       own, as on a gateway, instead of taking the endpoints' CPU time
+#                       (direct runs are pinned the same way)
 #   -c, --check C,S     judge the medians: fail (exit 1) when the shim's client-to-server
 #                       ratio is more than C points below direct, its server-to-client
 #                       ratio more than S points below, or a shim stream is off (with -O a
@@ -44,7 +48,10 @@ ap.add_argument("-d", "--drops", action="store_true")
 ap.add_argument("-o", "--out", default="")
 ap.add_argument("-a", "--shim-args", default="")
 ap.add_argument("-c", "--check", default="")
+ap.add_argument("-p", "--pin", action="store_true")
 a = ap.parse_args()
+pin_iperf = ["taskset", "-c", os.environ.get("BENCH_IPERF_CPUS", "0")] if a.pin else []
+pin_shim = ["taskset", "-c", os.environ.get("BENCH_PROXY_CPUS", "1")] if a.pin else []
 T = str(a.time)
 
 # name -> (iperf3 client arguments, streams asked for, kind); kind: "f" forward,
@@ -146,17 +153,17 @@ try:
     SRV, SHIM_PORT, BASE_PORT = 16300, 16301, 16302
     if a.drops:   # the drop rule matches port 16300: the shim listens on it too (other address)
         SHIM_PORT = BASE_PORT = 16300
-    start(srv_ns, ["iperf3", "-s", "-p", str(SRV), "-B", srv_host], tmp + "/server.log")
+    start(srv_ns, pin_iperf + ["iperf3", "-s", "-p", str(SRV), "-B", srv_host], tmp + "/server.log")
     if not wait_port(srv_ns, SRV):
         print("iperf3 server did not start", file=sys.stderr); sys.exit(2)
     extra = a.shim_args.split()
     paths = [("direct", direct_host, SRV, None)]
-    start(shim_ns, [a.shim, "--listen", "%s:%d" % (shim_listen, SHIM_PORT), "--upstream",
+    start(shim_ns, pin_shim + [a.shim, "--listen", "%s:%d" % (shim_listen, SHIM_PORT), "--upstream",
                     "%s:%d" % (srv_host, SRV), "--log-level", "info"] + extra, tmp + "/shim.log")
     paths.append(("shim", shim_host, SHIM_PORT, tmp + "/shim.log"))
     if a.base:
         blisten, bport = shim_listen, BASE_PORT
-        start(shim_ns, [a.base, "--listen", "%s:%d" % (blisten, bport), "--upstream",
+        start(shim_ns, pin_shim + [a.base, "--listen", "%s:%d" % (blisten, bport), "--upstream",
                         "%s:%d" % (srv_host, SRV), "--log-level", "info"] + extra, tmp + "/base.log")
         paths.append(("base", shim_host, bport, tmp + "/base.log"))
     for name, host, port, _ in paths[1:]:
@@ -197,7 +204,7 @@ try:
             for name, host, port, log in paths:
                 out = "%s/%s-%s-%d.json" % (tmp, m, name, rnd)
                 loglen = os.path.getsize(log) if log else 0
-                cmd = ["timeout", str(a.time + 40), "iperf3", "-J", "-c", host, "-p", str(port)] + args
+                cmd = ["timeout", str(a.time + 40)] + pin_iperf + ["iperf3", "-J", "-c", host, "-p", str(port)] + args
                 rc = subprocess.run(ns_cmd(cli_ns, cmd), stdout=open(out, "w"),
                                     stderr=subprocess.DEVNULL).returncode
                 try:
@@ -246,7 +253,8 @@ try:
     fmt = lambda v: "%.4f" % v if v is not None else "-"
     names = [p[0] for p in paths]
     print()
-    print("median received/sent over %d rounds (%s)%s" % (a.rounds, "namespaces with handshake drops" if a.drops else "loopback",
+    print("median received/sent over %d rounds (%s)%s" % (a.rounds, ("namespaces with handshake drops" if a.drops else "loopback") +
+          (", iperf3 and shims pinned to separate CPUs" if a.pin else ""),
           ", shim args: " + a.shim_args if a.shim_args else ""))
     hdr = "| mode | " + " | ".join("%s c2s" % n for n in names) + " | " + \
           " | ".join("%s s2c" % n for n in names) + " | shim-direct c2s (pt) | shim-direct s2c (pt) | shim streams off (>sent or <90%) | " + \

@@ -373,24 +373,53 @@ static void server_leg_wait_ack(struct leg *sl)
 }
 
 
-/* Caps the receive buffer of a data connection (either leg) unless the
- * client asked for a window (-w, applied as asked).  Autotuned, each socket
- * that the shim reads from grows to tcp_rmem's maximum (32 MiB here) whenever
- * the shim lags: bytes the sender has counted and nobody has received yet.
+/* The buffers of a data connection (either leg): every byte in them at the
+ * end of a test is one the sender has counted and nobody has received yet.
  * At the end of a test they are what the fence has to flush (the server
  * sending on meanwhile, in --bidir), and server->client bytes the client will
- * never count.  Measured on loopback (docs/notes.md): with 512 KiB, --bidir
- * -P 8 server->client went from 13.5 points below direct to within 2, -R -P 4
- * from 3.7 to 0.5, the fence from 880 to 140 ms, at no cost in throughput.
+ * never count.
  *
+ * Receive side: capped unless the client asked for a window (-w, applied as
+ * asked).  Autotuned, each socket that the shim reads from grows to
+ * tcp_rmem's maximum (32 MiB here) whenever the shim lags.  Measured on
+ * loopback (docs/notes.md): with 512 KiB, --bidir -P 8 server->client went
+ * from 13.5 points below direct to within 2, -R -P 4 from 3.7 to 0.5, the
+ * fence from 880 to 140 ms, at no cost in throughput.
  * The cap is a window, and a window limits a stream to window / RTT: only a
  * path short enough for it to carry DATA_RATE_BOUND is capped (lowest RTT up
  * to about 0.4 ms: loopback, a LAN).  A longer one (a WAN, a VPN) keeps the
  * kernel's autotuning, as the server has directly: capped, a 50 ms path
  * measured 99 Mbit/s client to server through the shim against 507 directly
- * (t_wan_window.sh). */
-static void data_leg_rcvbuf(struct test *t, int fd, int side)
+ * (t_wan_window.sh).
+ *
+ * Send side: a bounded unsent queue (TCP_NOTSENT_LOWAT: the kernel takes
+ * more from the relay only below it).  When the receiver is the slowest of
+ * the three processes, the shim's send queue otherwise fills to tcp_wmem's
+ * maximum (4 MiB per connection) with bytes its peer's window does not take:
+ * 31 MB of the 72 the client of a --bidir -P 8 never counted (shim on its
+ * own CPU); with 1 MiB 7 to 8 MB, 49 to 54 MB never counted, and the fence
+ * took 21 ms instead of 30 (docs/notes.md).  Unsent bytes do not limit what
+ * is in flight, so a long path is not slowed.  But the queue must outlast
+ * the loop's wake-up interval (--batch-interval, 0.5 ms: 1.6 MB at one
+ * stream's 26 Gbit/s): 1 MiB cost one stream a fifth of its throughput,
+ * and 128 KiB cost --bidir -P 8 four fifths.  So DATA_NOTSENT_BUDGET per
+ * direction is shared by the test's streams, at least DATA_NOTSENT_MIN
+ * each: 8 streams get 1 MiB each, one stream 8 MiB (more than tcp_wmem's
+ * 4 MiB lets it queue: no bound). */
+static int data_notsent_lowat(const struct test *t)
 {
+    int p = t->have_params && t->params.parallel > 1 ? t->params.parallel : 1;
+    int v = DATA_NOTSENT_BUDGET / p;
+    return v < DATA_NOTSENT_MIN ? DATA_NOTSENT_MIN : v;
+}
+
+
+static void data_leg_buffers(struct test *t, int fd, int side)
+{
+#ifdef TCP_NOTSENT_LOWAT
+    int lowat = data_notsent_lowat(t);
+    setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof(lowat));
+#endif
     int v = DATA_RCVBUF;
     if (t->have_params && t->params.window > 0)
         return;
@@ -413,7 +442,7 @@ static void server_leg_connected(void *arg, int fd, int err)
         return;
     }
     sl->fd = fd;
-    data_leg_rcvbuf(t, fd, SIDE_SERVER);
+    data_leg_buffers(t, fd, SIDE_SERVER);
     socklen_t len = sizeof(sl->peer);
     getsockname(fd, (struct sockaddr *)&sl->peer, &len);
     /* forward the cookie at once: old servers block their main loop on it */
@@ -476,7 +505,7 @@ void data_new(struct test *t, int fd, const struct sockaddr_storage *peer,
 
     struct tcp_opts o = test_tcp_opts(t);
     tcp_opts_apply(fd, &(struct tcp_opts){ .bufsize = o.bufsize, .nodelay = o.nodelay });
-    data_leg_rcvbuf(t, fd, SIDE_CLIENT);
+    data_leg_buffers(t, fd, SIDE_CLIENT);
     log_debug("test %s: data connection #%d from %s: accept #%" PRIu64 ", handshake RTT %u us%s, "
               "cookie %.3f ms after the accept", t->id, idx + 1, addr_s(peer, who), arr->seq,
               ti.tcpi_rtt, ti.tcpi_total_retrans ? " (SYN-ACK retransmitted)" : "",

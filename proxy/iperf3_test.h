@@ -49,7 +49,10 @@
 
 #define FENCE_POLL  0.001                  /* s: end-of-test fence checks the data this often */
 #define DATA_RCVBUF (512 * 1024)           /* SO_RCVBUF of data legs (the kernel doubles it):
-                                              see data_leg_rcvbuf */
+                                              see data_leg_buffers */
+#define DATA_NOTSENT_BUDGET (8 * 1024 * 1024) /* unsent bytes per direction of a test,
+                                              shared by its streams: data_leg_buffers */
+#define DATA_NOTSENT_MIN (1024 * 1024)     /* TCP_NOTSENT_LOWAT of a data leg at least */
 #define DATA_RATE_BOUND 10e9               /* bit/s: a path is capped only if DATA_RCVBUF
                                               carries this much over its RTT */
 #define ACK_POLL    0.001                  /* s: a new upstream data connection is checked for
